@@ -1,0 +1,106 @@
+"""The cross-modal block and masked-informative-token (MIM) head of SPEC section 6.
+
+Text states (queries) attend to all image tokens, a small transformer mixes the result, and
+a prediction head recovers the original ids *only at the labelled positions*: full logits
+would be batch x 77 x 49,409 floats, most of them thrown away.
+
+Layer names follow the OpenAI/IRRA layout (packed `in_proj`, `ln_1`, `mlp.c_fc`, ...) so
+that the authors' checkpoints map onto this module one to one. Shipped to the Hub with
+the model: imports only torch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GADMSQuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), CLIP's activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class GADMSResidualBlock(nn.Module):
+    """Pre-norm self-attention + MLP block (no mask: every text position sees every other)."""
+
+    def __init__(self, width: int, heads: int, eps: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, 4 * width))
+        self.mlp.add_module("gelu", GADMSQuickGELU())
+        self.mlp.add_module("c_proj", nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class GADMSTokenHead(nn.Module):
+    """dense -> QuickGELU -> LayerNorm -> vocabulary logits."""
+
+    def __init__(self, width: int, vocab_size: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+        self.gelu = GADMSQuickGELU()
+        self.ln = nn.LayerNorm(width, eps=eps)
+        self.fc = nn.Linear(width, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.ln(self.gelu(self.dense(x))))
+
+
+class GADMSCrossModalHead(nn.Module):
+    """Cross-attention from projected text states to projected image tokens, `depth` blocks,
+    a final layer norm, and the token head applied at labelled positions only."""
+
+    def __init__(self, width: int, depth: int, vocab_size: int, eps: float = 1e-5):
+        super().__init__()
+        heads = width // 64
+        self.width, self.depth = width, depth
+        self.ln_pre_t = nn.LayerNorm(width, eps=eps)
+        self.ln_pre_i = nn.LayerNorm(width, eps=eps)
+        self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.blocks = nn.ModuleList([GADMSResidualBlock(width, heads, eps) for _ in range(depth)])
+        self.ln_post = nn.LayerNorm(width, eps=eps)
+        self.mlm_head = GADMSTokenHead(width, vocab_size, eps)
+        self._assign_init_stds()
+
+    def encode(self, text_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) text, (B, N, D) image -> (B, T, D) fused text states."""
+        image = self.ln_pre_i(image_states)
+        x = self.cross_attn(self.ln_pre_t(text_states), image, image, need_weights=False)[0]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+    def forward(
+        self, text_states: torch.Tensor, image_states: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (M, vocab) and targets (M,) for the M labelled positions (labels != -100)."""
+        fused = self.encode(text_states, image_states)
+        selected = labels != -100
+        return self.mlm_head(fused[selected]), labels[selected]
+
+    def _assign_init_stds(self) -> None:
+        """IRRA's scheme, recorded on each leaf for the model's `_init_weights`: std width^-0.5
+        for attention inputs, scaled down by depth for residual outputs."""
+        attn_std = self.width**-0.5
+        proj_std = attn_std * (2 * max(self.depth, 1)) ** -0.5
+        fc_std = (2 * self.width) ** -0.5
+        for attn in [self.cross_attn] + [block.attn for block in self.blocks]:
+            attn.init_std = attn_std
+            attn.out_proj.init_std = proj_std
+        for block in self.blocks:
+            block.mlp.c_fc.init_std = fc_std
+            block.mlp.c_proj.init_std = proj_std
+        self.mlm_head.dense.init_std = fc_std
+        self.mlm_head.fc.init_std = proj_std
+
+
+__all__ = ["GADMSCrossModalHead", "GADMSResidualBlock", "GADMSTokenHead", "GADMSQuickGELU"]

@@ -1,0 +1,188 @@
+"""GASS: the gradient-attention similarity score of every caption token (SPEC section 3).
+
+A token is informative when the caption's match with its own image depends on it. For each
+of the last L text layers, GASS multiplies
+  - the gradient of the image-text cosine w.r.t. the attention output at the end-of-text
+    position (which value directions raise the match),
+  - each token's value vector (what the token contributes in those directions),
+  - a multi-scale pooled query-key cosine (end-of-text query vs each key), min-max scaled,
+  - the end-of-text query's attention to the token, renormalised over word tokens,
+sums over layers, applies ReLU and min-max scales to [0, 1].
+
+Activations are captured by hooks on the real attention modules (so LoRA-wrapped
+projections are seen as they are), and gradients are taken with `torch.autograd.grad`
+towards those activations only: no parameter `.grad` is touched and the training loss is
+unaffected. Shipped to the Hub with the model: imports only torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def multiscale_pool(x: torch.Tensor, windows: Sequence[int]) -> torch.Tensor:
+    """Average-pool (B, T, D) along T with each window (stride = window, the last partial
+    window averaged on its own), linearly interpolate back to T, and average the scales."""
+    length = x.shape[1]
+    scales = []
+    for window in windows:
+        if window == 1:
+            scales.append(x)
+            continue
+        pad = (-length) % window
+        padded = F.pad(x, (0, 0, 0, pad))
+        sums = padded.reshape(x.shape[0], -1, window, x.shape[2]).sum(dim=2)
+        counts = torch.full((sums.shape[1],), float(window), dtype=x.dtype, device=x.device)
+        counts[-1] = window - pad
+        pooled = sums / counts.view(1, -1, 1)
+        resized = F.interpolate(pooled.transpose(1, 2), size=length, mode="linear", align_corners=False)
+        scales.append(resized.transpose(1, 2))
+    return torch.stack(scales).mean(dim=0)
+
+
+def minmax(x: torch.Tensor, dim: int | tuple[int, ...] | None) -> torch.Tensor:
+    """Min-max scale to [0, 1] over `dim` (None = whole tensor); a flat slice becomes zeros."""
+    if dim is None:
+        low, high = x.min(), x.max()
+    else:
+        low, high = x.amin(dim=dim, keepdim=True), x.amax(dim=dim, keepdim=True)
+    span = high - low
+    return torch.where(span > 0, (x - low) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+
+
+class _Capture:
+    """Forward hooks on one attention module: q/k/v projections and the out_proj input."""
+
+    def __init__(self, attention: nn.Module):
+        self.q = self.k = self.v = self.a = None
+        self.handles = [
+            attention.q_proj.register_forward_hook(self._keep("q")),
+            attention.k_proj.register_forward_hook(self._keep("k")),
+            attention.v_proj.register_forward_hook(self._keep("v")),
+            attention.out_proj.register_forward_pre_hook(self._keep_input),
+        ]
+
+    def _keep(self, name: str):
+        def hook(module, args, output):
+            setattr(self, name, output)
+
+        return hook
+
+    def _keep_input(self, module, args):
+        self.a = args[0]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@contextmanager
+def _scoring_mode(text_model: nn.Module):
+    """Eval mode for the scoring pass: no dropout, and no gradient checkpointing (its
+    re-entrant variant runs the forward without a graph, which leaves nothing to differentiate)."""
+    was_training = text_model.training
+    text_model.train(False)
+    try:
+        yield
+    finally:
+        text_model.train(was_training)
+
+
+class GASSScorer:
+    """Computes GASS token scores for a CLIP text tower (`transformers.CLIPTextModel`)."""
+
+    def __init__(self, num_layers: int = 8, normalization: str = "batch", pool_windows: Sequence[int] = (1, 2)):
+        if normalization not in ("batch", "sample"):
+            raise ValueError(f"normalization={normalization!r} must be 'batch' or 'sample'")
+        self.num_layers = num_layers
+        self.normalization = normalization
+        self.pool_windows = tuple(pool_windows)
+
+    def __call__(
+        self,
+        text_model: nn.Module,
+        text_projection: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        image_embeds: torch.Tensor,
+        eos_positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores (B, T) in [0, 1] for clean `input_ids`; zero outside word tokens."""
+        layers = text_model.encoder.layers[-self.num_layers :]
+        captures = [_Capture(layer.self_attn) for layer in layers]
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        # A fresh leaf after the embeddings: activations require grad even for a frozen
+        # tower, and the partial backward stops there.
+        detach = text_model.embeddings.register_forward_hook(lambda m, a, out: out.detach().requires_grad_(True))
+        try:
+            with torch.enable_grad(), _scoring_mode(text_model):
+                hidden = text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                text_embeds = text_projection(hidden[rows, eos_positions])
+                similarity = F.cosine_similarity(text_embeds.float(), image_embeds.detach().float(), dim=-1)
+                grads = torch.autograd.grad(similarity.sum(), [c.a for c in captures])
+        finally:
+            detach.remove()
+            for capture in captures:
+                capture.remove()
+
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        valid = self.valid_tokens(input_ids, eos_positions)
+        total = torch.zeros(input_ids.shape, dtype=dtype, device=input_ids.device)
+        for capture, grad, layer in zip(captures, grads, layers):
+            total = total + self.layer_importance(
+                capture.q.detach().to(dtype),
+                capture.k.detach().to(dtype),
+                capture.v.detach().to(dtype),
+                grad[rows, eos_positions].to(dtype),
+                layer.self_attn.num_heads,
+                eos_positions,
+                valid,
+            )
+        scores = torch.relu(total) * valid
+        dim = None if self.normalization == "batch" else 1
+        return minmax(scores, dim) * valid
+
+    @staticmethod
+    def valid_tokens(input_ids: torch.Tensor, eos_positions: torch.Tensor) -> torch.Tensor:
+        """Word tokens: after the start token, before the end-of-text token."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        return ((positions >= 1) & (positions < eos_positions.unsqueeze(1))).to(torch.float32)
+
+    def layer_importance(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        grad_eos: torch.Tensor,
+        num_heads: int,
+        eos_positions: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """m_l (B, T) of one layer from its q/k/v (B, T, D) and dS/dA at end-of-text (B, D)."""
+        batch, length, width = q.shape
+        rows = torch.arange(batch, device=q.device)
+        valid = valid.to(q.dtype)
+
+        q_pool, k_pool = multiscale_pool(q, self.pool_windows), multiscale_pool(k, self.pool_windows)
+        qk_cos = F.cosine_similarity(q_pool[rows, eos_positions].unsqueeze(1), k_pool, dim=-1)
+        qk_cos = minmax(qk_cos, dim=1)
+
+        raw = (v @ grad_eos.unsqueeze(-1)).squeeze(-1) * qk_cos
+
+        head_dim = width // num_heads
+        q_eos = q[rows, eos_positions].view(batch, num_heads, 1, head_dim)
+        keys = k.view(batch, length, num_heads, head_dim).transpose(1, 2)
+        logits = (q_eos @ keys.transpose(-1, -2)).squeeze(2) * head_dim**-0.5
+        causal = torch.arange(length, device=q.device).view(1, 1, -1) <= eos_positions.view(-1, 1, 1)
+        attention = logits.masked_fill(~causal, float("-inf")).softmax(dim=-1).mean(dim=1) * valid
+        norm = attention.sum(dim=1, keepdim=True)
+        attention = attention / torch.where(norm > 0, norm, torch.ones_like(norm))
+        return raw * attention
+
+
+__all__ = ["GASSScorer", "multiscale_pool", "minmax"]

@@ -1,0 +1,90 @@
+"""GA-DMS losses (SPEC section 6): SDM, InfoNCE, ID and MIM, plus a gradient-keeping gather.
+
+Shipped to the Hub with the model: imports only torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every rank along dim 0, keeping gradients to the local part.
+
+    Every rank then computes the same global-batch loss; the gather's backward sums the
+    ranks' gradients and DDP's average divides by the world size, which together give the
+    exact gradient of the global loss.
+    """
+    if _world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+
+def global_identities(person_ids: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Identities of the global batch; without ids every sample is its own identity."""
+    if person_ids is None:
+        offset = dist.get_rank() * batch_size if _world_size() > 1 else 0
+        person_ids = torch.arange(batch_size, device=device) + offset
+    if _world_size() == 1:
+        return person_ids
+    gathered = [torch.empty_like(person_ids) for _ in range(_world_size())]
+    dist.all_gather(gathered, person_ids.contiguous())
+    return torch.cat(gathered)
+
+
+def sdm_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    person_ids: torch.Tensor,
+    scale: float,
+    epsilon: float = 1e-8,
+) -> torch.Tensor:
+    """Similarity distribution matching: KL(softmax(scale * cos) || identity-match distribution),
+    image->text rows plus text->image rows, each averaged over rows."""
+    image = F.normalize(image_embeds.float(), dim=-1)
+    text = F.normalize(text_embeds.float(), dim=-1)
+    matches = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
+    target = matches / matches.sum(dim=1, keepdim=True)
+    log_target = torch.log(target + epsilon)
+    i2t = scale * image @ text.t()
+    loss = 0.0
+    for logits in (i2t, i2t.t()):
+        log_p = F.log_softmax(logits, dim=1)
+        loss = loss + (log_p.exp() * (log_p - log_target)).sum(dim=1).mean()
+    return loss
+
+
+def infonce_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: float) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy with the i-th image matching the i-th text."""
+    image = F.normalize(image_embeds.float(), dim=-1)
+    text = F.normalize(text_embeds.float(), dim=-1)
+    logits = scale * image @ text.t()
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def id_loss(
+    classifier: torch.nn.Module, image_embeds: torch.Tensor, text_embeds: torch.Tensor, person_ids: torch.Tensor
+) -> torch.Tensor:
+    """Identity classification of both modalities by one shared linear classifier, summed."""
+    return F.cross_entropy(classifier(image_embeds).float(), person_ids) + F.cross_entropy(
+        classifier(text_embeds).float(), person_ids
+    )
+
+
+def mim_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled positions only; zero (with graph) when none is labelled."""
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets)
+
+
+__all__ = ["sdm_loss", "infonce_loss", "id_loss", "mim_loss", "gather_with_grad", "global_identities"]

@@ -1,0 +1,433 @@
+"""GADMSModel: CLIP towers for 384x128 pedestrians, plus the GA-DMS objective.
+
+The text tower is transformers' `CLIPTextModel`; the image tower reuses CLIP's encoder with
+its own rectangular patch grid and positional table (resized once at conversion, never at
+forward time). `forward` wires SDM (or InfoNCE), the cross-modal MIM head, the ID head and
+GASS token scores; the trainer, not the model, keeps the score bank.
+
+Shipped to the Hub as remote code (`trust_remote_code=True`): only flat relative imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import CLIPModel, CLIPTextModel, CLIPVisionConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPPreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_gadms import GADMSConfig, image_hw
+from .cross_modal import GADMSCrossModalHead
+from .gass import GASSScorer
+from .losses import gather_with_grad, global_identities, id_loss, infonce_loss, mim_loss, sdm_loss
+
+
+@dataclass
+class GADMSOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Weighted sum of the active losses (returned with `return_loss=True`).
+    sdm_loss (`torch.FloatTensor`, *optional*):
+        Similarity-distribution-matching loss (when `contrastive_loss="sdm"`).
+    infonce_loss (`torch.FloatTensor`, *optional*):
+        CLIP contrastive loss (when `contrastive_loss="infonce"`).
+    mim_loss (`torch.FloatTensor`, *optional*):
+        Masked-informative-token cross-entropy over labelled positions.
+    id_loss (`torch.FloatTensor`, *optional*):
+        Identity classification loss of image and text (when `num_identities > 0`).
+    gass_scores (`torch.FloatTensor` of shape `(batch, text_length)`, *optional*):
+        GASS token scores of the clean captions, for the trainer's score bank (training only).
+    image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`):
+        Projected (un-normalised) image embeddings.
+    text_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`):
+        Projected (un-normalised) embeddings of the alignment text (noise-suppressed when given).
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch, image_batch)`, *optional*):
+        Scaled cosine similarities (local batch).
+    """
+
+    loss: torch.FloatTensor | None = None
+    sdm_loss: torch.FloatTensor | None = None
+    infonce_loss: torch.FloatTensor | None = None
+    mim_loss: torch.FloatTensor | None = None
+    id_loss: torch.FloatTensor | None = None
+    gass_scores: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+
+
+class GADMSVisionEmbeddings(nn.Module):
+    """CLS + patch embeddings over a (height/patch) x (width/patch) grid with its own positions."""
+
+    def __init__(self, config: CLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.hidden_size
+        self.patch_size = config.patch_size
+        self.image_height, self.image_width = image_hw(config.image_size)
+        self.grid = (self.image_height // self.patch_size, self.image_width // self.patch_size)
+        self.num_positions = self.grid[0] * self.grid[1] + 1
+        self.class_embedding = nn.Parameter(torch.empty(self.embed_dim))
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=False
+        )
+        self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
+        self.position_ids = nn.Buffer(torch.arange(self.num_positions).expand((1, -1)), persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = pixel_values.shape
+        if (height, width) != (self.image_height, self.image_width):
+            raise ValueError(
+                f"pixel_values are {height}x{width} but the model takes {self.image_height}x{self.image_width} "
+                "(vision_config.image_size); resize with the model's processor"
+            )
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        patches = patches.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(batch, 1, -1)
+        return torch.cat([cls, patches], dim=1) + self.position_embedding(self.position_ids)
+
+
+class GADMSVisionModel(CLIPPreTrainedModel):
+    """CLIP's vision transformer on a rectangular grid; `pooler_output` is the post-normed CLS."""
+
+    config: CLIPVisionConfig
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["GADMSVisionEmbeddings", "CLIPEncoderLayer"]
+
+    def __init__(self, config: CLIPVisionConfig):
+        super().__init__(config)
+        self.embeddings = GADMSVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.encoder = CLIPEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, GADMSVisionEmbeddings):
+            factor = self.config.initializer_factor
+            init.normal_(module.class_embedding, std=module.embed_dim**-0.5 * factor)
+            init.normal_(module.patch_embedding.weight, std=self.config.initializer_range * factor)
+            init.normal_(module.position_embedding.weight, std=self.config.initializer_range * factor)
+            init.copy_(module.position_ids, torch.arange(module.num_positions).expand((1, -1)))
+        else:
+            super()._init_weights(module)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    def forward(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        hidden = self.pre_layrnorm(self.embeddings(pixel_values))
+        hidden = self.encoder(inputs_embeds=hidden).last_hidden_state
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.post_layernorm(hidden[:, 0]))
+
+
+class GADMSPreTrainedModel(PreTrainedModel):
+    config: GADMSConfig
+    config_class = GADMSConfig
+    base_model_prefix = "gadms"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "GADMSVisionEmbeddings", "GADMSResidualBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    # forward takes no **kwargs: the Trainer must not treat the loss as pre-scaled for accumulation.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Leaves carry their std as `init_std` (set where they are built), because transformers
+        skips parent modules without direct parameters when initialising remote code."""
+        std = getattr(module, "init_std", None)
+        if isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention) and std is not None:
+            init.normal_(module.in_proj_weight, std=std)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, nn.Linear) and std is not None:
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class GADMSModel(GADMSPreTrainedModel):
+    """GA-DMS for text-based person retrieval.
+
+    Inference: `get_text_features` / `get_image_features` give projected embeddings; rank
+    the gallery by cosine similarity. Training (`return_loss=True`): the collator supplies the
+    clean ids (for GASS), the noise-suppressed copy (for SDM/ID) and the MIM copy with labels.
+    """
+
+    def __init__(self, config: GADMSConfig):
+        super().__init__(config)
+        self.text_model = CLIPTextModel._from_config(config.text_config)
+        self.vision_model = GADMSVisionModel._from_config(config.vision_config)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.cross_modal = (
+            GADMSCrossModalHead(config.projection_dim, config.cross_modal_depth, config.text_config.vocab_size)
+            if config.mim_loss_weight > 0
+            else None
+        )
+        self.classifier = (
+            nn.Linear(config.projection_dim, config.num_identities) if config.num_identities > 0 else None
+        )
+        factor = config.initializer_factor
+        self.text_projection.init_std = config.text_config.hidden_size**-0.5 * factor
+        self.visual_projection.init_std = config.vision_config.hidden_size**-0.5 * factor
+        if self.classifier is not None:
+            self.classifier.init_std = 0.001
+        self.gass = GASSScorer(config.gass_num_layers, config.gass_normalization, config.gass_pool_windows)
+        self.post_init()
+
+    # ----------------------------------------------------------------- embeddings
+
+    def eos_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """First end-of-text position per row; by id, never argmax (the mask id is larger)."""
+        is_eos = input_ids == self.config.text_config.eos_token_id
+        if not bool(is_eos.any(dim=1).all()):
+            raise ValueError(
+                f"every caption needs the end-of-text token (id {self.config.text_config.eos_token_id}); "
+                "tokenise with the model's processor"
+            )
+        return is_eos.int().argmax(dim=1)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> BaseModelOutputWithPooling:
+        """`pooler_output`: projected end-of-text state (B, projection_dim)."""
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pooled = self.text_projection(hidden[rows, self.eos_positions(input_ids)])
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        """`pooler_output`: projected, post-normed CLS (B, projection_dim)."""
+        out = self.vision_model(pixel_values=pixel_values)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=out.last_hidden_state, pooler_output=self.visual_projection(out.pooler_output)
+        )
+
+    # ----------------------------------------------------------------- training
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        noisy_input_ids: torch.LongTensor | None = None,
+        mim_input_ids: torch.LongTensor | None = None,
+        mim_labels: torch.LongTensor | None = None,
+        person_ids: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> GADMSOutput | tuple:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
+            Pedestrian images.
+        input_ids (`torch.LongTensor` of shape `(batch, text_length)`):
+            Clean caption ids (GASS scores these).
+        noisy_input_ids (`torch.LongTensor`, *optional*):
+            Noise-suppressed copy used for alignment; defaults to `input_ids`.
+        mim_input_ids / mim_labels (`torch.LongTensor`, *optional*):
+            Informative-token-masked copy and its labels (-100 where not masked).
+        person_ids (`torch.LongTensor` of shape `(batch,)`, *optional*):
+            Identities; SDM treats equal ids as positives. Defaults to one identity per sample.
+        return_loss (`bool`, *optional*):
+            Compute the training losses.
+        """
+        config = self.config
+        align_ids = noisy_input_ids if noisy_input_ids is not None else input_ids
+        if pixel_values is None or align_ids is None:
+            raise ValueError("GADMSModel.forward needs pixel_values and input_ids")
+        batch = align_ids.shape[0]
+        use_mim = bool(return_loss) and self.cross_modal is not None and mim_labels is not None
+
+        vision = self.vision_model(pixel_values=pixel_values)
+        image_embeds = self.visual_projection(vision.pooler_output)
+
+        text_ids = torch.cat([align_ids, mim_input_ids]) if use_mim else align_ids
+        text_mask = None
+        if attention_mask is not None:
+            text_mask = torch.cat([attention_mask, attention_mask]) if use_mim else attention_mask
+        hidden = self.text_model(input_ids=text_ids, attention_mask=text_mask).last_hidden_state
+        rows = torch.arange(batch, device=hidden.device)
+        text_embeds = self.text_projection(hidden[:batch][rows, self.eos_positions(align_ids)])
+
+        image_norm = nn.functional.normalize(image_embeds, dim=-1)
+        text_norm = nn.functional.normalize(text_embeds, dim=-1)
+        output = GADMSOutput(
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            logits_per_text=config.similarity_scale * text_norm @ image_norm.t(),
+        )
+        if return_loss:
+            self._add_losses(output, vision.last_hidden_state, hidden, mim_labels if use_mim else None, person_ids)
+            if config.use_gass and self.training and input_ids is not None:
+                output.gass_scores = self.gass(
+                    self.text_model,
+                    self.text_projection,
+                    input_ids,
+                    attention_mask,
+                    image_embeds,
+                    self.eos_positions(input_ids),
+                )
+        return output if return_dict is not False else output.to_tuple()
+
+    def _add_losses(
+        self,
+        output: GADMSOutput,
+        image_hidden: torch.Tensor,
+        text_hidden: torch.Tensor,
+        mim_labels: torch.Tensor | None,
+        person_ids: torch.Tensor | None,
+    ) -> None:
+        config = self.config
+        image_embeds, text_embeds = output.image_embeds, output.text_embeds
+        losses = []
+        if config.contrastive_loss == "sdm":
+            identities = global_identities(person_ids, image_embeds.shape[0], image_embeds.device)
+            output.sdm_loss = sdm_loss(
+                gather_with_grad(image_embeds),
+                gather_with_grad(text_embeds),
+                identities,
+                config.similarity_scale,
+                config.sdm_epsilon,
+            )
+            losses.append(config.sdm_loss_weight * output.sdm_loss)
+        else:
+            output.infonce_loss = infonce_loss(
+                gather_with_grad(image_embeds), gather_with_grad(text_embeds), config.similarity_scale
+            )
+            losses.append(config.sdm_loss_weight * output.infonce_loss)
+        if mim_labels is not None:
+            batch = image_embeds.shape[0]
+            image_tokens = self.visual_projection(self.vision_model.post_layernorm(image_hidden))
+            text_tokens = self.text_projection(text_hidden[batch:])
+            logits, targets = self.cross_modal(text_tokens, image_tokens, mim_labels)
+            output.mim_loss = mim_loss(logits, targets)
+            losses.append(config.mim_loss_weight * output.mim_loss)
+        if self.classifier is not None and person_ids is not None and config.id_loss_weight > 0:
+            output.id_loss = id_loss(self.classifier, image_embeds, text_embeds, person_ids)
+            losses.append(config.id_loss_weight * output.id_loss)
+        output.loss = sum(losses)
+
+    # ----------------------------------------------------------------- loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> GADMSModel:
+        """`PreTrainedModel.from_pretrained` with errors that name the file and what was expected."""
+        path = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(path):
+            _check_model_dir(path)
+        elif path.startswith((".", os.sep, "~")) or os.path.exists(path):
+            raise FileNotFoundError(
+                f"no GA-DMS model directory at {path!r}: expected a folder with config.json and model.safetensors "
+                "(as written by save_pretrained) or a Hub repo id"
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"the weights of {path!r} cannot be read ({error}): model.safetensors is truncated or corrupt; "
+                "re-download or re-save the model"
+            ) from error
+
+    # ----------------------------------------------------------------- conversion
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip: str | CLIPModel,
+        image_size: tuple[int, int] = (384, 128),
+        mask_token_id: int | None = None,
+        **config_overrides,
+    ) -> GADMSModel:
+        """Build a GA-DMS model from any transformers `CLIPModel` (instance, local path or Hub id).
+
+        Every tower weight is copied; the positional grid is resized once (bilinear) to
+        `image_size / patch`; the token embedding gains one row for `<|mask|>` (the mean of
+        the existing rows); the new heads are freshly initialised.
+        """
+        if not isinstance(clip, CLIPModel):
+            clip = CLIPModel.from_pretrained(clip)
+        text_cfg = clip.config.text_config.to_dict()
+        vision_cfg = clip.config.vision_config.to_dict()
+        old_vocab = text_cfg["vocab_size"]
+        text_cfg.update(vocab_size=old_vocab + 1, eos_token_id=49407, bos_token_id=49406, pad_token_id=49407)
+        vision_cfg.update(image_size=list(image_size))
+        for key in ("model_type", "transformers_version", "architectures"):
+            text_cfg.pop(key, None)
+            vision_cfg.pop(key, None)
+        config_overrides.setdefault("mask_token_id", mask_token_id if mask_token_id is not None else old_vocab)
+        config_overrides.setdefault("gass_num_layers", min(8, text_cfg["num_hidden_layers"]))
+        config = GADMSConfig(
+            text_config=text_cfg,
+            vision_config=vision_cfg,
+            projection_dim=clip.config.projection_dim,
+            **config_overrides,
+        )
+        model = cls(config)
+        state = {}
+        for key, value in clip.text_model.state_dict().items():
+            state[f"text_model.{key}"] = value
+        for key, value in clip.vision_model.state_dict().items():
+            state[f"vision_model.{key}"] = value
+        state["text_projection.weight"] = clip.text_projection.weight
+        state["visual_projection.weight"] = clip.visual_projection.weight
+
+        tokens = state["text_model.embeddings.token_embedding.weight"]
+        state["text_model.embeddings.token_embedding.weight"] = torch.cat([tokens, tokens.mean(0, keepdim=True)])
+        grid = model.vision_model.embeddings.grid
+        key = "vision_model.embeddings.position_embedding.weight"
+        state[key] = resize_positions(state[key], grid)
+
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+        missing = [k for k in missing if not k.startswith(("cross_modal.", "classifier."))]
+        if missing or unexpected:
+            raise ValueError(f"CLIP conversion left weights unmatched: missing={missing}, unexpected={unexpected}")
+        return model
+
+
+def _check_model_dir(path: str) -> None:
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{config_file} is missing: a GA-DMS model directory holds config.json + model.safetensors")
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if model_type != GADMSConfig.model_type:
+        raise ValueError(
+            f"{config_file} has model_type={model_type!r}, expected {GADMSConfig.model_type!r}; "
+            "for a CLIP checkpoint use GADMSModel.from_clip(...)"
+        )
+
+
+def resize_positions(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a CLIP positional table (1 + g*g, D) to (1 + grid[0]*grid[1], D), bilinear."""
+    cls_pos, patch_pos = table[:1], table[1:]
+    side = int(round(patch_pos.shape[0] ** 0.5))
+    if side * side != patch_pos.shape[0]:
+        raise ValueError(f"positional table of {patch_pos.shape[0]} patches is not a square grid")
+    if (side, side) == tuple(grid):
+        return table.clone()
+    image = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    resized = nn.functional.interpolate(image, size=grid, mode="bilinear", align_corners=False)
+    resized = resized.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(table.dtype)
+    return torch.cat([cls_pos, resized])
+
+
+__all__ = ["GADMSModel", "GADMSPreTrainedModel", "GADMSVisionModel", "GADMSOutput", "resize_positions"]
