@@ -114,14 +114,19 @@ def test_missing_fields_and_mismatched_bank(small_processor, tmp_path):
         GADMSCollator(small_processor, MaskingParams(), bank)(features(5))
 
 
-def test_seed_replays_masks_and_steps_differ(small_processor):
+def test_seed_replays_masks_and_batches_and_epochs_differ(small_processor):
     feats = features(16)
     first = GADMSCollator(small_processor, MaskingParams(), seed=3)
     second = GADMSCollator(small_processor, MaskingParams(), seed=3)
     a, b = first(feats), second(feats)
     assert torch.equal(a["mim_input_ids"], b["mim_input_ids"])
     assert torch.equal(a["mim_labels"], b["mim_labels"])
-    assert not torch.equal(first(feats)["mim_input_ids"], a["mim_input_ids"])  # the next step draws anew
+    # counter-based: the same batch in the same epoch replays (as after a resume) ...
+    assert torch.equal(first(feats)["mim_input_ids"], a["mim_input_ids"])
+    # ... another batch composition or another epoch draws anew
+    assert not torch.equal(first(feats[::-1])["mim_input_ids"].flip(0), a["mim_input_ids"])
+    first.set_epoch(1)
+    assert not torch.equal(first(feats)["mim_input_ids"], a["mim_input_ids"])
 
 
 def image_dataset(n: int) -> datasets.Dataset:

@@ -14,18 +14,34 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums every rank's gradient and keeps the local slice."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor.contiguous())
+        return torch.cat(gathered)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        local = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * local : (dist.get_rank() + 1) * local]
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` from every rank along dim 0, keeping gradients to the local part.
 
     Every rank then computes the same global-batch loss; the gather's backward sums the
     ranks' gradients and DDP's average divides by the world size, which together give the
-    exact gradient of the global loss.
+    exact gradient of the global loss. Ranks must hold equally sized batches (accelerate's
+    `even_batches`, on by default).
     """
     if _world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 def global_identities(person_ids: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor:

@@ -251,7 +251,9 @@ class GADMSModel(GADMSPreTrainedModel):
         if pixel_values is None or align_ids is None:
             raise ValueError("GADMSModel.forward needs pixel_values and input_ids")
         batch = align_ids.shape[0]
-        use_mim = bool(return_loss) and self.cross_modal is not None and mim_labels is not None
+        use_mim = (
+            bool(return_loss) and self.cross_modal is not None and mim_labels is not None and config.mim_loss_weight > 0
+        )
 
         vision = self.vision_model(pixel_values=pixel_values)
         image_embeds = self.visual_projection(vision.pooler_output)

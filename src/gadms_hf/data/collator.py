@@ -3,27 +3,24 @@
 Per batch it tokenises the captions to 77 positions, reads each caption's token scores from the
 score bank, and makes the noise-suppressed and the MIM copies with `dual_mask` (SPEC section 5).
 
-Randomness. With `seed=None` (training) the masks are drawn from torch's global RNG. Inside a
-`DataLoader` worker, torch seeds that RNG with `base_seed + worker_id`, where `base_seed` is drawn
-from the main process's RNG each time the loader is iterated (each epoch), so the masks differ across
-workers, steps and epochs, and the whole run is still reproducible from the trainer's seed. With an
-integer `seed` the collator owns a generator seeded with `seed + worker_id` (`seed` outside workers),
-created lazily in whichever process calls it: masks still differ across workers and steps, and the
-same seed replays the same masks exactly (workers re-created each epoch replay them every epoch,
-so this is meant for tests and debugging, not training).
+Randomness. With `seed=None` the masks are drawn from torch's global RNG (in a `DataLoader`
+worker, torch seeds it with `base_seed + worker_id`, a new `base_seed` each epoch). With an integer
+`seed` (what the training scripts pass) each batch's masks come from a generator seeded with
+`derive_seed(seed, epoch, caption_ids)`: they differ across batches and epochs, do not depend on
+workers or prefetching, and a resumed run replays them exactly (`data/randomness.py`). The trainer
+advances `epoch` through `set_epoch` before each epoch's workers start.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import get_worker_info
 
 from ..masking import MaskingParams, dual_mask
 from ..processing_gadms import TEXT_LENGTH
+from .randomness import derive_seed
 from .score_bank import TokenScoreBank
 
 _REQUIRED = ("pixel_values", "caption", "person_id", "caption_id")
@@ -56,8 +53,7 @@ class GADMSCollator:
     special_ids: list[int] = field(init=False, repr=False)
     vocab_size: int = field(init=False, repr=False)
     eos_token_id: int = field(init=False, repr=False)
-    _generator: torch.Generator | None = field(default=None, init=False, repr=False)
-    _generator_owner: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    epoch: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         tokenizer = self.processor.tokenizer
@@ -114,7 +110,7 @@ class GADMSCollator:
             special_ids=self.special_ids,
             mask_token_id=self.mask_token_id,
             vocab_size=self.vocab_size,
-            generator=self._worker_generator(),
+            generator=self._batch_generator(caption_ids),
         )
         return {
             "pixel_values": pixel_values,
@@ -128,21 +124,14 @@ class GADMSCollator:
             "return_loss": True,
         }
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A worker builds its own generator; never ship the parent's.
-        return {**self.__dict__, "_generator": None, "_generator_owner": None}
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
-    def _worker_generator(self) -> torch.Generator | None:
-        """`None` (global RNG) without a seed; else this process's own generator, seeded on first use."""
+    def _batch_generator(self, caption_ids: torch.Tensor) -> torch.Generator | None:
+        """`None` (global RNG) without a seed; else a generator keyed on (seed, epoch, caption ids)."""
         if self.seed is None:
             return None
-        worker = get_worker_info()
-        worker_id = worker.id if worker is not None else 0
-        owner = (os.getpid(), worker_id)
-        if self._generator is None or self._generator_owner != owner:
-            self._generator = torch.Generator().manual_seed(self.seed + worker_id)
-            self._generator_owner = owner
-        return self._generator
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, caption_ids.tolist()))
 
 
 __all__ = ["GADMSCollator"]

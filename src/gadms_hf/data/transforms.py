@@ -22,6 +22,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from ..processing_gadms import CLIP_MEAN, CLIP_STD
+from .randomness import derive_seed
 
 PAD = 10
 ERASE_SCALE = (0.02, 0.4)
@@ -61,19 +62,62 @@ def build_transform(height: int, width: int, train: bool) -> v2.Compose:
 class ImageColumnTransform:
     """Batch transform for `datasets`: replaces the image column by `pixel_values`, keeps the rest.
 
-    A plain class (not a closure) so that it pickles into spawned data-loader workers.
+    A plain class (not a closure) so that it pickles into spawned data-loader workers. With a
+    `seed`, each training augmentation is drawn from `derive_seed(seed, epoch, row[key_column])`
+    (see `data/randomness.py`), so a resumed run replays it exactly; the trainer advances `epoch`
+    through `set_epoch` before each epoch's workers start.
     """
 
-    def __init__(self, height: int, width: int, train: bool, image_column: str = "image") -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        train: bool,
+        image_column: str = "image",
+        seed: int | None = None,
+        key_column: str = "caption_id",
+    ) -> None:
         self.image_column = image_column
         self.transform = build_transform(height, width, train)
+        self.seeded = train and seed is not None
+        self.seed, self.key_column, self.epoch = seed, key_column, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if self.image_column not in batch:
             raise KeyError(f"column {self.image_column!r} not found; the batch has {sorted(batch)}")
         out = {name: values for name, values in batch.items() if name != self.image_column}
-        out["pixel_values"] = [self.transform(image) for image in batch[self.image_column]]
+        images = batch[self.image_column]
+        if not self.seeded:
+            out["pixel_values"] = [self.transform(image) for image in images]
+            return out
+        if self.key_column not in batch:
+            raise KeyError(f"seeded augmentation needs the {self.key_column!r} column; the batch has {sorted(batch)}")
+        pixels = []
+        for image, key in zip(images, batch[self.key_column]):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, self.epoch, [key]))
+                pixels.append(self.transform(image))
+        out["pixel_values"] = pixels
         return out
+
+
+def apply_transform(
+    dataset: datasets.Dataset | datasets.IterableDataset, transform: ImageColumnTransform
+) -> datasets.Dataset | datasets.IterableDataset:
+    """The dataset with `transform` applied on the fly (the input dataset is not modified).
+
+    A `Dataset` gets a formatting transform (`Dataset.with_transform`): nothing is written to disk
+    and each access draws fresh augmentations. An `IterableDataset` (streaming) gets a lazy `map`.
+    """
+    column = transform.image_column
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(transform, batched=True, batch_size=1, remove_columns=[column])
+    if column not in dataset.column_names:
+        raise KeyError(f"column {column!r} not found; the dataset has {dataset.column_names}")
+    return dataset.with_transform(transform)
 
 
 def with_transform(
@@ -82,18 +126,10 @@ def with_transform(
     width: int,
     train: bool,
     image_column: str = "image",
+    seed: int | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """The dataset with images turned into `pixel_values` on the fly (the input dataset is not modified).
-
-    A `Dataset` gets a formatting transform (`Dataset.with_transform`): nothing is written to disk
-    and each access draws fresh augmentations. An `IterableDataset` (streaming) gets a lazy `map`.
-    """
-    transform = ImageColumnTransform(height, width, train, image_column)
-    if isinstance(dataset, datasets.IterableDataset):
-        return dataset.map(transform, batched=True, batch_size=1, remove_columns=[image_column])
-    if image_column not in dataset.column_names:
-        raise KeyError(f"column {image_column!r} not found; the dataset has {dataset.column_names}")
-    return dataset.with_transform(transform)
+    """`apply_transform` with a new `ImageColumnTransform(height, width, train, image_column, seed)`."""
+    return apply_transform(dataset, ImageColumnTransform(height, width, train, image_column, seed))
 
 
-__all__ = ["ImageColumnTransform", "build_transform", "to_rgb", "with_transform"]
+__all__ = ["ImageColumnTransform", "apply_transform", "build_transform", "to_rgb", "with_transform"]

@@ -1,0 +1,129 @@
+"""Argument dataclasses for `HfArgumentParser` (pretraining, fine-tuning, evaluation)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A GA-DMS model directory / Hub id, or any transformers CLIP checkpoint (converted with "
+            "GADMSModel.from_clip, e.g. openai/clip-vit-base-patch16). Unset: a fresh model from --preset."
+        },
+    )
+    preset: str = field(
+        default="tiny", metadata={"help": "Architecture when no checkpoint is given: 'tiny' (CPU demo) or 'vit_b16'."}
+    )
+    recipe: str = field(
+        default="gadms",
+        metadata={"help": "Objective: 'gadms' (GASS dual masking), 'irra' (SDM+ID+random MLM), 'clip' (InfoNCE)."},
+    )
+    image_height: int = field(default=384, metadata={"help": "Image height when converting a CLIP checkpoint."})
+    image_width: int = field(default=128, metadata={"help": "Image width when converting a CLIP checkpoint."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated GADMSConfig fields, e.g. 'mim_loss_weight=0.4,gass_normalization=sample'."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(
+        default="synth-pedes",
+        metadata={
+            "help": "Training corpus: synth-pedes, webperson, cuhk-pedes, icfg-pedes, rstpreid, or a Hub id / "
+            "folder in the WebPerson Parquet form (e.g. Kaichengalex/WebPerson-5M)."
+        },
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "Raw corpus folder (annotation JSON + imgs/)."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the corpus (needs --max_steps)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split."})
+    eval_benchmarks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Benchmarks for direct-transfer evaluation: cuhk-pedes icfg-pedes rstpreid synth-pedes."},
+    )
+    eval_data_dir: str | None = field(
+        default=None, metadata={"help": "Folder holding one sub-folder per benchmark (CUHK-PEDES/, ICFG-PEDES/, ...)."}
+    )
+    eval_split: str = field(default="test", metadata={"help": "Benchmark split to evaluate on."})
+    synth_num_train_ids: int | None = field(default=None, metadata={"help": "SynthPEDES training identities."})
+    synth_num_test_ids: int | None = field(default=None, metadata={"help": "SynthPEDES test identities."})
+    synth_noise_rate: float | None = field(
+        default=None, metadata={"help": "SynthPEDES share of training captions with planted noise."}
+    )
+
+
+@dataclass
+class GADMSTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the paper's optimiser options and safe defaults for this model.
+
+    `remove_unused_columns=False` because the collator needs the raw `caption`/`caption_id`
+    columns, and `label_names=[]` so that evaluation computes the loss from `return_loss`.
+    """
+
+    optimizer_name: str = field(
+        default="adam", metadata={"help": "'adam' (L2 weight decay, as the authors) or 'adamw' (decoupled)."}
+    )
+    new_module_lr_factor: float = field(
+        default=1.0, metadata={"help": "Learning-rate multiplier for the cross-modal/MIM and ID heads (IRRA: 5)."}
+    )
+    bias_lr_factor: float = field(default=1.0, metadata={"help": "Learning-rate multiplier for biases (IRRA: 2)."})
+    bias_weight_decay: float | None = field(
+        default=None, metadata={"help": "Weight decay of biases (IRRA: 0); unset = --weight_decay."}
+    )
+    warmup_start_factor: float = field(
+        default=0.1, metadata={"help": "Linear warm-up starts at this fraction of the learning rate."}
+    )
+    lr_schedule: str = field(
+        default="warmup_cosine",
+        metadata={"help": "'warmup_cosine' (linear warm-up from --warmup_start_factor, then cosine to 0) or 'hf' "
+                  "(use --lr_scheduler_type)."},
+    )
+    score_bank_dtype: str = field(default="float16", metadata={"help": "Score bank storage: float16 or uint8."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw columns for the collator."})
+
+    def __post_init__(self):
+        if self.label_names is None:
+            self.label_names = []
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False  # every parameter takes part in every step
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            self.use_cpu = True  # torchrun on CPU: gloo processes (accelerate needs cpu=True to see them)
+        if self.optimizer_name not in ("adam", "adamw"):
+            raise ValueError(f"--optimizer_name={self.optimizer_name!r} must be 'adam' or 'adamw'")
+        if self.lr_schedule not in ("warmup_cosine", "hf"):
+            raise ValueError(f"--lr_schedule={self.lr_schedule!r} must be 'warmup_cosine' or 'hf'")
+        super().__post_init__()
+
+
+def parse_overrides(text: str | None) -> dict:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'} with ints, floats and booleans recognised."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        if "=" not in item:
+            raise ValueError(f"--config_overrides item {item!r} must look like field=value")
+        key, value = (s.strip() for s in item.split("=", 1))
+        if value.lower() in ("true", "false"):
+            overrides[key] = value.lower() == "true"
+            continue
+        for cast in (int, float):
+            try:
+                overrides[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            overrides[key] = value
+    return overrides
+
+
+__all__ = ["ModelArguments", "DataArguments", "GADMSTrainingArguments", "parse_overrides"]

@@ -1,0 +1,63 @@
+"""Render the model card (model_cards/gadms.md, bundled) with this run's facts and metrics."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+
+from ..configuration_gadms import GADMSConfig
+
+
+def _template() -> str:
+    # src/gadms_hf/model_cards links to the repository's model_cards/ and ships in the wheel.
+    return (resources.files("gadms_hf") / "model_cards" / "gadms.md").read_text(encoding="utf-8")
+
+
+def render_model_card(config: GADMSConfig, model_args, data_args, training_args, results: dict,
+                      stage: str = "pretraining", repo_or_path: str | None = None) -> str:
+    from .pipeline import format_metrics_table
+
+    height, width = config.image_size
+    facts = dict(
+        model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
+        repo_or_path=repo_or_path or training_args.hub_model_id or training_args.output_dir,
+        dataset_name=data_args.dataset_name if data_args is not None else "unknown",
+        stage=stage,
+        recipe=getattr(model_args, "recipe", "gadms"),
+        use_gass=config.use_gass,
+        masking=config.masking,
+        contrastive_loss=config.contrastive_loss,
+        text_layers=config.text_config.num_hidden_layers,
+        text_width=config.text_config.hidden_size,
+        vision_layers=config.vision_config.num_hidden_layers,
+        vision_width=config.vision_config.hidden_size,
+        image_height=height,
+        image_width=width,
+        patch_size=config.vision_config.patch_size,
+        projection_dim=config.projection_dim,
+        optimizer=training_args.optimizer_name,
+        learning_rate=training_args.learning_rate,
+        weight_decay=training_args.weight_decay,
+        batch_size=training_args.per_device_train_batch_size,
+        world_size=training_args.world_size,
+        steps=training_args.max_steps if training_args.max_steps > 0 else f"{training_args.num_train_epochs} epochs of",
+        seed=training_args.seed,
+        sdm_weight=config.sdm_loss_weight,
+        mim_weight=config.mim_loss_weight,
+        id_weight=config.id_loss_weight,
+        results_table=format_metrics_table(results) if results else "Not evaluated in this run.",
+    )
+    return _template().format(**facts)
+
+
+def write_model_card(output_dir: str, config: GADMSConfig, model_args, data_args, training_args, results: dict,
+                     train_metrics: dict | None = None, stage: str = "pretraining") -> str:
+    """Write README.md into `output_dir` (it is uploaded with the weights by push_to_hub)."""
+    card = render_model_card(config, model_args, data_args, training_args, results, stage)
+    path = os.path.join(output_dir, "README.md")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(card)
+    return path
+
+
+__all__ = ["render_model_card", "write_model_card"]

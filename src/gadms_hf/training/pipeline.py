@@ -1,0 +1,194 @@
+"""The steps shared by `examples/run_pretrain.py` and `examples/run_finetune.py`.
+
+data (corpus -> transforms) -> model (config/recipe) -> bank + collator -> GADMSTrainer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+
+import datasets
+import torch
+import transformers
+
+from ..configuration_gadms import GADMSConfig
+from ..data.collator import GADMSCollator
+from ..data.score_bank import TokenScoreBank
+from ..data.transforms import ImageColumnTransform, apply_transform
+from ..masking import MaskingParams
+from ..modeling_gadms import GADMSModel
+from ..processing_gadms import TEXT_LENGTH, GADMSProcessor, make_image_processor
+from ..tokenizer import build_clip_tokenizer
+from .arguments import DataArguments, GADMSTrainingArguments, ModelArguments, parse_overrides
+
+logger = logging.getLogger("gadms_hf")
+
+PRESETS = {"tiny": GADMSConfig.tiny, "vit_b16": GADMSConfig.vit_b16}
+
+
+def setup_logging(training_args: GADMSTrainingArguments) -> None:
+    level = training_args.get_process_log_level()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def _is_gadms_dir(path: str) -> bool:
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as handle:
+        return json.load(handle).get("model_type") == GADMSConfig.model_type
+
+
+def build_model(model_args: ModelArguments, num_identities: int = 0) -> GADMSModel:
+    """A GA-DMS checkpoint, a converted CLIP checkpoint, or a fresh preset; then the recipe."""
+    overrides = parse_overrides(model_args.config_overrides)
+    source = model_args.model_name_or_path
+    if source is None:
+        if model_args.preset not in PRESETS:
+            raise ValueError(f"--preset={model_args.preset!r} must be one of {sorted(PRESETS)}")
+        config = PRESETS[model_args.preset](num_identities=num_identities, **overrides)
+        config.apply_recipe(model_args.recipe)
+        return GADMSModel(config)
+    if _is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
+        config = GADMSConfig.from_pretrained(source)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config.num_identities = num_identities
+        config.apply_recipe(model_args.recipe)
+        # New heads (an ID classifier for fine-tuning) are initialised; the rest must load.
+        return GADMSModel.from_pretrained(source, config=config)
+    model = GADMSModel.from_clip(
+        source, image_size=(model_args.image_height, model_args.image_width), num_identities=num_identities,
+        **overrides,
+    )
+    model.config.apply_recipe(model_args.recipe)
+    if model.config.mim_loss_weight == 0:
+        model.cross_modal = None  # the CLIP recipe has no MIM head
+    return model
+
+
+def _hub_is_gadms(name: str) -> bool:
+    try:
+        return GADMSConfig.from_pretrained(name).model_type == GADMSConfig.model_type
+    except (OSError, ValueError):
+        return False
+
+
+def build_processor(model_args: ModelArguments, config: GADMSConfig) -> GADMSProcessor:
+    """The checkpoint's own processor when it has one, else CLIP's tokenizer (offline) at the model's size."""
+    source = model_args.model_name_or_path
+    if source is not None:
+        try:
+            return GADMSProcessor.from_pretrained(source)
+        except (OSError, ValueError, TypeError):
+            logger.info("no GA-DMS processor in %s: building one (CLIP tokenizer + %s images)", source,
+                        config.image_size)
+    return GADMSProcessor(make_image_processor(*config.image_size), build_clip_tokenizer())
+
+
+def load_training_corpus(data_args: DataArguments, seed: int):
+    """The training split in the common schema (image, caption, person_id, image_id, caption_id)."""
+    from ..data.corpus import load_corpus
+
+    kwargs = {}
+    if data_args.dataset_name == "synth-pedes":
+        kwargs = _synth_overrides(data_args)
+    dataset = load_corpus(data_args.dataset_name, data_dir=data_args.data_dir, split="train",
+                          streaming=data_args.streaming, **kwargs)
+    if data_args.max_train_samples is not None:
+        dataset = (dataset.take(data_args.max_train_samples) if data_args.streaming
+                   else dataset.select(range(min(len(dataset), data_args.max_train_samples))))
+    return dataset
+
+
+def _synth_overrides(data_args: DataArguments) -> dict:
+    mapping = {"num_train_ids": data_args.synth_num_train_ids, "num_test_ids": data_args.synth_num_test_ids,
+               "noise_rate": data_args.synth_noise_rate}
+    return {key: value for key, value in mapping.items() if value is not None}
+
+
+def load_eval_benchmarks(data_args: DataArguments) -> dict[str, tuple]:
+    """name -> (gallery, queries) for every requested benchmark whose data is present."""
+    from ..data.corpus import gallery_and_queries, load_corpus
+
+    benchmarks = {}
+    for name in data_args.eval_benchmarks:
+        kwargs = _synth_overrides(data_args) if name == "synth-pedes" else {}
+        data_dir = None
+        if name != "synth-pedes":
+            data_dir = benchmark_dir(name, data_args.eval_data_dir)
+        try:
+            split = load_corpus(name, data_dir=data_dir, split=data_args.eval_split, **kwargs)
+        except FileNotFoundError as error:
+            logger.warning("skipping evaluation on %s: %s", name, error)
+            continue
+        benchmarks[name] = gallery_and_queries(split)
+    return benchmarks
+
+
+BENCHMARK_FOLDERS = {"cuhk-pedes": "CUHK-PEDES", "icfg-pedes": "ICFG-PEDES", "rstpreid": "RSTPReid"}
+
+
+def benchmark_dir(name: str, root: str | None) -> str | None:
+    """`root/<usual folder>` (CUHK-PEDES/, ICFG-PEDES/, RSTPReid/) when present, else `root` itself."""
+    if root is None:
+        return None
+    nested = os.path.join(root, BENCHMARK_FOLDERS.get(name, ""))
+    return nested if name in BENCHMARK_FOLDERS and os.path.isdir(nested) else root
+
+
+def make_score_bank(model: GADMSModel, num_captions: int, training_args: GADMSTrainingArguments):
+    """A fresh bank in the output folder (only when GASS drives the masking)."""
+    if model.config.masking != "gass":
+        return None
+    path = os.path.join(training_args.output_dir, "score_bank")
+    if training_args.local_process_index == 0:
+        TokenScoreBank.create(path, num_captions, TEXT_LENGTH, model.config.initial_token_score,
+                              training_args.score_bank_dtype)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return TokenScoreBank.open(path)
+
+
+def make_collator(processor: GADMSProcessor, model: GADMSModel, bank, seed: int) -> GADMSCollator:
+    """Masks keyed on (seed, epoch, caption ids): exact replay on resume."""
+    return GADMSCollator(processor, MaskingParams.from_config(model.config), bank, seed=seed)
+
+
+def prepare_train_dataset(dataset, config: GADMSConfig, seed: int):
+    """(dataset with on-the-fly augmentation, the transform to register as an epoch listener)."""
+    transform = ImageColumnTransform(*config.image_size, train=True, seed=seed)
+    return apply_transform(dataset, transform), transform
+
+
+def format_metrics_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown table of R1/R5/R10/mAP/mINP per benchmark."""
+    columns = ("R1", "R5", "R10", "mAP", "mINP")
+    lines = ["| benchmark | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name, metrics in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[c]:.2f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def dump_args(path: str, *groups) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({type(g).__name__: {k: str(v) for k, v in asdict(g).items()} for g in groups}, handle, indent=2)
+
+
+__all__ = [
+    "build_model",
+    "build_processor",
+    "load_training_corpus",
+    "load_eval_benchmarks",
+    "make_score_bank",
+    "make_collator",
+    "prepare_train_dataset",
+    "format_metrics_table",
+    "setup_logging",
+]
