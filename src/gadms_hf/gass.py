@@ -123,7 +123,10 @@ class GASSScorer:
             with torch.enable_grad(), _scoring_mode(text_model):
                 hidden = text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
                 text_embeds = text_projection(hidden[rows, eos_positions])
-                similarity = F.cosine_similarity(text_embeds.float(), image_embeds.detach().float(), dim=-1)
+                precision = torch.promote_types(text_embeds.dtype, torch.float32)
+                similarity = F.cosine_similarity(
+                    text_embeds.to(precision), image_embeds.detach().to(precision), dim=-1
+                )
                 grads = torch.autograd.grad(similarity.sum(), [c.a for c in captures])
         finally:
             detach.remove()

@@ -10,6 +10,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 under autocast/bf16, but never below the input's precision (float64 stays)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -65,9 +70,9 @@ def sdm_loss(
 ) -> torch.Tensor:
     """Similarity distribution matching: KL(softmax(scale * cos) || identity-match distribution),
     image->text rows plus text->image rows, each averaged over rows."""
-    image = F.normalize(image_embeds.float(), dim=-1)
-    text = F.normalize(text_embeds.float(), dim=-1)
-    matches = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
+    image = F.normalize(_at_least_float32(image_embeds), dim=-1)
+    text = F.normalize(_at_least_float32(text_embeds), dim=-1)
+    matches = (person_ids.view(-1, 1) == person_ids.view(1, -1)).to(image.dtype)
     target = matches / matches.sum(dim=1, keepdim=True)
     log_target = torch.log(target + epsilon)
     i2t = scale * image @ text.t()
@@ -80,8 +85,8 @@ def sdm_loss(
 
 def infonce_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: float) -> torch.Tensor:
     """CLIP's symmetric cross-entropy with the i-th image matching the i-th text."""
-    image = F.normalize(image_embeds.float(), dim=-1)
-    text = F.normalize(text_embeds.float(), dim=-1)
+    image = F.normalize(_at_least_float32(image_embeds), dim=-1)
+    text = F.normalize(_at_least_float32(text_embeds), dim=-1)
     logits = scale * image @ text.t()
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
@@ -91,8 +96,8 @@ def id_loss(
     classifier: torch.nn.Module, image_embeds: torch.Tensor, text_embeds: torch.Tensor, person_ids: torch.Tensor
 ) -> torch.Tensor:
     """Identity classification of both modalities by one shared linear classifier, summed."""
-    return F.cross_entropy(classifier(image_embeds).float(), person_ids) + F.cross_entropy(
-        classifier(text_embeds).float(), person_ids
+    return F.cross_entropy(_at_least_float32(classifier(image_embeds)), person_ids) + F.cross_entropy(
+        _at_least_float32(classifier(text_embeds)), person_ids
     )
 
 
@@ -100,7 +105,7 @@ def mim_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the labelled positions only; zero (with graph) when none is labelled."""
     if targets.numel() == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), targets)
+    return F.cross_entropy(_at_least_float32(logits), targets)
 
 
 __all__ = ["sdm_loss", "infonce_loss", "id_loss", "mim_loss", "gather_with_grad", "global_identities"]
