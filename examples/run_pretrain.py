@@ -51,7 +51,6 @@ EMBEDDED_DEFAULT = {
     "per_device_train_batch_size": 64,
     "learning_rate": 1e-3,
     "weight_decay": 4e-5,
-    "adam_epsilon": 1e-3,
     "warmup_steps": 0.1,
     "logging_steps": 20,
     "save_strategy": "no",

@@ -1,0 +1,481 @@
+"""Text-to-image person retrieval: embed a gallery and its queries, rank, score (SPEC section 7).
+
+The ranking never sorts a whole gallery row. Every (query, gallery item) pair gets one
+int64 key that orders it exactly as a *stable* descending sort would: the similarity's
+float32 bit pattern, made monotone, in the high 32 bits and the reversed gallery index in
+the low 32 bits (so that on equal scores the lower index ranks first). All keys of a row
+are distinct, so the 1-based rank of a correct item is one plus the number of keys above
+its own. These counts come from one `searchsorted` of the row against the row's few
+correct keys and a histogram, which is linear in the gallery size and needs no Python
+loop over queries. Work is done in chunks of queries so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import ImageProcessingMixin, ProcessorMixin
+
+logger = logging.getLogger(__name__)
+
+Direction = Literal["t2i", "i2t"]
+Matrix = torch.Tensor | np.ndarray
+
+_INT64_MAX = torch.iinfo(torch.int64).max
+
+
+def _as_ids(ids: Sequence[Any] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().numpy()
+    array = np.asarray(ids)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one identity per item (1-D), got shape {array.shape}")
+    if array.dtype.kind not in "iuUSO":
+        raise ValueError(f"{name} must hold integer or string identities, got dtype {array.dtype}")
+    return array
+
+
+def _identity_codes(query_ids: np.ndarray, gallery_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map both id arrays onto one range of integer codes (ids may be ints or strings)."""
+    numeric = [ids.dtype.kind in "iu" for ids in (query_ids, gallery_ids)]
+    if numeric[0] != numeric[1]:
+        raise ValueError(
+            f"query ids ({query_ids.dtype}) and gallery ids ({gallery_ids.dtype}) must both be integers "
+            "or both be strings; a mix would never match"
+        )
+    _, codes = np.unique(np.concatenate([query_ids, gallery_ids]), return_inverse=True)
+    codes = codes.reshape(-1)
+    return codes[: len(query_ids)], codes[len(query_ids) :]
+
+
+def _ranking_keys(scores: torch.Tensor) -> torch.Tensor:
+    """int64 keys, one per score, whose descending order is the stable descending order of `scores`.
+
+    `scores` (queries x gallery, float32, owned by the caller) is overwritten.
+    """
+    low, high = torch.aminmax(scores)  # one pass, no mask; NaN propagates into both
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise ValueError("similarities contain NaN or inf; check the embeddings (or the similarity matrix)")
+    scores.add_(0.0)  # -0.0 -> +0.0, so that the two zeros tie as they do in a float sort
+    bits = scores.view(torch.int32)
+    bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats: reverse their order, keep them below positives
+    keys = bits.to(torch.int64)
+    keys <<= 32
+    gallery_size = scores.shape[1]
+    keys |= torch.arange(gallery_size - 1, -1, -1, device=keys.device, dtype=torch.int64)
+    return keys
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in ("t2i", "i2t"):
+        raise ValueError(
+            f"direction must be 't2i' (text queries) or 'i2t' (image queries), got {direction!r}"
+        )
+
+
+def _score_chunks(
+    query_embeds: Matrix | None,
+    gallery_embeds: Matrix | None,
+    similarity: Matrix | None,
+    rows: np.ndarray,
+    chunk_size: int,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield (row indices, float32 scores of those rows against the whole gallery), one chunk at a time."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if similarity is None:
+        query = F.normalize(torch.as_tensor(query_embeds).float(), dim=-1)
+        gallery_t = F.normalize(torch.as_tensor(gallery_embeds).float().to(query.device), dim=-1).T
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+        if similarity is None:
+            scores = query[torch.from_numpy(chunk).to(query.device)] @ gallery_t
+        elif isinstance(similarity, torch.Tensor):
+            index = torch.from_numpy(chunk).to(similarity.device)
+            scores = similarity.index_select(0, index).float()  # index_select copies: ours to overwrite
+        else:
+            scores = torch.from_numpy(np.asarray(similarity[chunk], dtype=np.float32))  # fancy index copies
+        yield chunk, scores.contiguous()
+
+
+def _resolve_inputs(
+    query_embeds: Matrix | None,
+    gallery_embeds: Matrix | None,
+    query_ids: Any,
+    gallery_ids: Any,
+    similarity: Matrix | None,
+    direction: str,
+) -> tuple[Matrix | None, Matrix | None, Matrix | None, np.ndarray, np.ndarray]:
+    """Validate shapes and swap roles for image-to-text, so the rest only knows 'queries' and 'gallery'."""
+    _check_direction(direction)
+    query_ids = _as_ids(query_ids, "query_ids")
+    gallery_ids = _as_ids(gallery_ids, "gallery_ids")
+    if similarity is not None:
+        if query_embeds is not None or gallery_embeds is not None:
+            raise ValueError("pass either embeddings or `similarity`, not both")
+        if tuple(similarity.shape) != (len(query_ids), len(gallery_ids)):
+            raise ValueError(
+                f"similarity must have shape (len(query_ids), len(gallery_ids)) = "
+                f"({len(query_ids)}, {len(gallery_ids)}), got {tuple(similarity.shape)}"
+            )
+    else:
+        if query_embeds is None or gallery_embeds is None:
+            raise ValueError("pass query_embeds and gallery_embeds, or a `similarity` matrix")
+        for name, embeds, ids in (
+            ("query", query_embeds, query_ids),
+            ("gallery", gallery_embeds, gallery_ids),
+        ):
+            if embeds.ndim != 2 or embeds.shape[0] != len(ids):
+                raise ValueError(
+                    f"{name}_embeds must have shape ({name} count = {len(ids)}, dim), got {tuple(embeds.shape)}"
+                )
+        if query_embeds.shape[1] != gallery_embeds.shape[1]:
+            raise ValueError(
+                f"query and gallery embeddings differ in width: {query_embeds.shape[1]} vs {gallery_embeds.shape[1]}"
+            )
+    if len(query_ids) == 0 or len(gallery_ids) == 0:
+        raise ValueError(f"nothing to rank: {len(query_ids)} queries, {len(gallery_ids)} gallery items")
+    if direction == "i2t":
+        similarity = similarity.T if similarity is not None else None
+        query_embeds, gallery_embeds = gallery_embeds, query_embeds
+        query_ids, gallery_ids = gallery_ids, query_ids
+    return query_embeds, gallery_embeds, similarity, query_ids, gallery_ids
+
+
+def rank_metrics(
+    query_embeds: Matrix | None,
+    gallery_embeds: Matrix | None,
+    query_ids: Any,
+    gallery_ids: Any,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+    similarity: Matrix | None = None,
+    direction: Direction = "t2i",
+    skip_unmatched: bool = False,
+) -> dict[str, float]:
+    """Rank-k, mAP and mINP (percentages) of a retrieval problem, as SPEC section 7 defines them.
+
+    Arguments are named from the text-to-image view: queries are captions, the gallery is images.
+    `direction="i2t"` ranks the captions for every image instead (same arguments, roles swapped).
+
+    Args:
+        query_embeds, gallery_embeds: (n, d) embeddings (torch or numpy); cosine similarity is used,
+            so they need not be normalised. Leave both `None` when `similarity` is given.
+        query_ids, gallery_ids: identity of every query / gallery item (integers or strings).
+        ks: the k of each Rank-k; reported as `"R{k}"`.
+        chunk_size: queries scored at once. Extra memory is about 16 bytes x chunk_size x gallery size,
+            plus one normalised copy of the embeddings.
+        similarity: a (n_query, n_gallery) score matrix (torch, numpy or numpy memmap) to rank instead of
+            embeddings; it is ranked in float32.
+        direction: `"t2i"` (default) or `"i2t"`.
+        skip_unmatched: a query whose identity has no item in the gallery has no defined AP or INP.
+            By default that raises, because in every benchmark each query has a match and a miss
+            means a broken split. With `True` such queries are left out of every mean and their
+            count is logged as a warning.
+
+    Returns:
+        `{"R1": ..., "R5": ..., "R10": ..., "mAP": ..., "mINP": ...}` (one `R{k}` per k), floats in [0, 100].
+
+    Ties are broken by gallery index (lower first), so results never change between runs.
+    """
+    ks = tuple(ks)
+    if not ks or any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    query_embeds, gallery_embeds, similarity, query_ids, gallery_ids = _resolve_inputs(
+        query_embeds, gallery_embeds, query_ids, gallery_ids, similarity, direction
+    )
+    query_codes, gallery_codes = _identity_codes(query_ids, gallery_ids)
+    num_codes = int(max(query_codes.max(), gallery_codes.max())) + 1
+    per_identity = np.bincount(gallery_codes, minlength=num_codes)
+    first_of_identity = np.cumsum(per_identity) - per_identity
+    gallery_by_identity = np.argsort(gallery_codes, kind="stable")
+
+    num_correct = per_identity[query_codes]
+    unmatched = np.flatnonzero(num_correct == 0)
+    if len(unmatched) and not skip_unmatched:
+        examples = ", ".join(f"#{i} (id {query_ids[i : i + 1].tolist()[0]!r})" for i in unmatched[:5])
+        raise ValueError(
+            f"{len(unmatched)} of {len(query_ids)} queries have no gallery item of their identity, e.g. "
+            f"{examples}; fix the split or pass skip_unmatched=True to leave them out"
+        )
+    if len(unmatched):
+        logger.warning(
+            "%d of %d queries have no gallery item of their identity and are left out of the metrics",
+            len(unmatched),
+            len(query_ids),
+        )
+    rows = np.flatnonzero(num_correct > 0)
+    if len(rows) == 0:
+        raise ValueError("no query has a gallery item of its identity")
+
+    hits = {k: 0 for k in ks}
+    ap_sum = 0.0
+    inp_sum = 0.0
+    for chunk, scores in _score_chunks(query_embeds, gallery_embeds, similarity, rows, chunk_size):
+        keys = _ranking_keys(scores)
+        del scores
+        device = keys.device
+        counts = torch.from_numpy(num_correct[chunk]).to(device)
+        width = int(counts.max())
+        slots = torch.arange(width, device=device)
+        valid = slots[None, :] < counts[:, None]
+        # gallery indices of each query's correct items, padded to `width`
+        starts = torch.from_numpy(first_of_identity[query_codes[chunk]]).to(device)
+        positions = (starts[:, None] + slots[None, :]).clamp_(max=len(gallery_by_identity) - 1)
+        correct_index = torch.from_numpy(gallery_by_identity).to(device)[positions]
+        correct_keys = keys.gather(1, correct_index).masked_fill_(~valid, _INT64_MAX).sort(dim=1).values
+        # below[q, g]: how many correct keys of query q are smaller than gallery item g's key
+        below = torch.searchsorted(correct_keys, keys, out_int32=True)
+        del keys
+        below += (torch.arange(len(chunk), device=device, dtype=torch.int32) * (width + 1))[:, None]
+        histogram = torch.bincount(below.view(-1), minlength=len(chunk) * (width + 1)).view(
+            len(chunk), width + 1
+        )
+        del below
+        at_or_above = histogram.flip(1).cumsum(1).flip(1)
+        # rank of the t-th smallest correct key: 1 + number of items above it
+        ranks = (1 + at_or_above[:, 1:]).double()
+        order_in_list = (counts[:, None] - slots[None, :]).double()  # 1 for the best-ranked correct item
+        ap_sum += float(torch.where(valid, order_in_list / ranks, 0.0).sum(1).div(counts).sum())
+        inp_sum += float((counts / ranks[:, 0]).sum())
+        best_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
+        for k in ks:
+            hits[k] += int((best_rank <= k).sum())
+
+    total = len(rows)
+    metrics = {f"R{k}": 100.0 * hits[k] / total for k in ks}
+    metrics["mAP"] = 100.0 * ap_sum / total
+    metrics["mINP"] = 100.0 * inp_sum / total
+    return metrics
+
+
+def retrieve_topk(
+    query_embeds: Matrix | None,
+    gallery_embeds: Matrix | None,
+    k: int,
+    *,
+    chunk_size: int = 1024,
+    similarity: Matrix | None = None,
+) -> torch.Tensor:
+    """Gallery indices of each query's k best matches, best first, in the same stable order as `rank_metrics`."""
+    if similarity is not None:
+        num_queries, gallery_size = similarity.shape
+    else:
+        if query_embeds is None or gallery_embeds is None:
+            raise ValueError("pass query_embeds and gallery_embeds, or a `similarity` matrix")
+        num_queries, gallery_size = query_embeds.shape[0], gallery_embeds.shape[0]
+    if not 1 <= k <= gallery_size:
+        raise ValueError(f"k must be between 1 and the gallery size {gallery_size}, got {k}")
+    rows = np.arange(num_queries)
+    parts = [
+        _ranking_keys(scores).topk(k, dim=1).indices.cpu()
+        for _, scores in _score_chunks(query_embeds, gallery_embeds, similarity, rows, chunk_size)
+    ]
+    return torch.cat(parts)
+
+
+def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return next(model.parameters()).device
+
+
+def _pixel_values(batch: list[Any], processor_or_transform: Any) -> torch.Tensor:
+    """Turn one batch of images (PIL / arrays / already-transformed tensors) into a (B, 3, H, W) tensor."""
+    if all(isinstance(item, torch.Tensor) for item in batch):
+        return torch.stack(batch)
+    if processor_or_transform is None:
+        raise ValueError(
+            "images are not tensors, so a processor or transform is needed to turn them into pixels"
+        )
+    images = [
+        item.convert("RGB") if isinstance(item, Image.Image) and item.mode != "RGB" else item
+        for item in batch
+    ]
+    if isinstance(processor_or_transform, (ProcessorMixin, ImageProcessingMixin)):
+        return processor_or_transform(images=images, return_tensors="pt")["pixel_values"]
+    return torch.stack([torch.as_tensor(processor_or_transform(image)) for image in images])
+
+
+def _image_batches(images_or_dataset: Any, batch_size: int) -> Iterator[list[Any]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(images_or_dataset), batch_size):
+        try:
+            batch = images_or_dataset[start : start + batch_size]
+        except OSError as error:  # an unreadable image: skipping it would shift every later gallery id
+            raise ValueError(
+                f"could not decode the images of rows {start}-{start + batch_size - 1}: {error}"
+            ) from error
+        if isinstance(images_or_dataset, Dataset):
+            # a dataset with a transform yields `pixel_values`; a plain one decodes its `image` column
+            column = next((name for name in ("pixel_values", "image") if name in batch), None)
+            if column is None:
+                raise ValueError(
+                    f"image dataset rows need an 'image' or 'pixel_values' field, got {list(batch)}"
+                )
+            batch = batch[column]
+        yield list(batch)
+
+
+@torch.no_grad()
+def embed_images(
+    model: torch.nn.Module,
+    images_or_dataset: Sequence[Any] | torch.Tensor | Dataset,
+    processor_or_transform: Any = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """L2-normalised float32 image embeddings (on `device`) from `model.get_image_features`.
+
+    `images_or_dataset` is a sequence of PIL images / arrays / (3, H, W) tensors, an (N, 3, H, W) tensor of
+    pixel values, or a `datasets.Dataset` with an `image` (or transformed `pixel_values`) column.
+    Non-tensor images go through `processor_or_transform`: a `GADMSProcessor`, an image processor,
+    or any callable image -> (3, H, W) tensor. `device` defaults to the model's; the model is put in
+    eval mode for the pass and restored afterwards, so this is safe in the middle of training.
+    """
+    device = _model_device(model, device)
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        total = -(-len(images_or_dataset) // batch_size)
+        for batch in tqdm(
+            _image_batches(images_or_dataset, batch_size),
+            total=total,
+            disable=not progress,
+            desc="embedding images",
+        ):
+            pixels = _pixel_values(batch, processor_or_transform).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                features = model.get_image_features(pixel_values=pixels).pooler_output
+            parts.append(F.normalize(features.float(), dim=-1))
+    finally:
+        model.train(was_training)
+    if not parts:
+        raise ValueError("no images to embed")
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def embed_texts(
+    model: torch.nn.Module,
+    captions: Sequence[str],
+    processor: Any,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """L2-normalised float32 caption embeddings (on `device`) from `model.get_text_features`.
+
+    `processor` is a `GADMSProcessor` (fixed 77-token padding) or a bare tokenizer (padded to the
+    longest caption of the batch; the causal text tower makes the two give the same embeddings).
+    """
+    captions = list(captions)
+    if not captions:
+        raise ValueError("no captions to embed")
+    bad = next((i for i, caption in enumerate(captions) if not isinstance(caption, str)), None)
+    if bad is not None:
+        raise ValueError(f"captions must be strings; caption #{bad} is {type(captions[bad]).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = _model_device(model, device)
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        starts = range(0, len(captions), batch_size)
+        for start in tqdm(starts, disable=not progress, desc="embedding captions"):
+            batch = captions[start : start + batch_size]
+            if isinstance(processor, ProcessorMixin):
+                tokens = processor(text=batch, return_tensors="pt")
+            else:
+                tokens = processor(batch, padding=True, truncation=True, return_tensors="pt")
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                features = model.get_text_features(
+                    input_ids=tokens["input_ids"].to(device),
+                    attention_mask=tokens["attention_mask"].to(device),
+                ).pooler_output
+            parts.append(F.normalize(features.float(), dim=-1))
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)
+
+
+def _require_columns(dataset: Dataset, name: str, columns: tuple[str, ...]) -> Dataset:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}")
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {dataset.column_names}")
+    # drop any user transform: images go through `processor`, ids and captions are read raw
+    return dataset.select_columns(list(columns)).with_format(None)
+
+
+def evaluate_retrieval(
+    model: torch.nn.Module,
+    processor: Any,
+    gallery: Dataset,
+    queries: Dataset,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    direction: Direction = "t2i",
+    return_topk: int | None = None,
+    chunk_size: int = 1024,
+    skip_unmatched: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Embed `gallery` (columns `image`, `person_id`) and `queries` (`caption`, `person_id`), then rank.
+
+    Returns `rank_metrics`'s dict. With `return_topk=k` it also holds `"topk_indices"` (LongTensor
+    (n_ranked, k), best first: gallery rows for t2i, query rows for i2t) and `"topk_correct"` (bool,
+    same shape: whether that item has the ranked item's identity), what `plot_retrieval_grid` draws.
+    """
+    _check_direction(direction)
+    gallery = _require_columns(gallery, "gallery", ("image", "person_id"))
+    queries = _require_columns(queries, "queries", ("caption", "person_id"))
+    gallery_ids = _as_ids(
+        gallery.select_columns("person_id").with_format("numpy")[:]["person_id"], "gallery person_id"
+    )
+    query_ids = _as_ids(
+        queries.select_columns("person_id").with_format("numpy")[:]["person_id"], "queries person_id"
+    )
+    image_embeds = embed_images(
+        model, gallery.select_columns("image"), processor, batch_size, device, progress=progress
+    )
+    text_embeds = embed_texts(model, queries["caption"], processor, batch_size, device, progress=progress)
+    result: dict[str, Any] = rank_metrics(
+        text_embeds,
+        image_embeds,
+        query_ids,
+        gallery_ids,
+        ks=ks,
+        chunk_size=chunk_size,
+        direction=direction,
+        skip_unmatched=skip_unmatched,
+    )
+    if return_topk is not None:
+        if direction == "t2i":
+            ranked, candidates, ranked_ids, candidate_ids = text_embeds, image_embeds, query_ids, gallery_ids
+        else:
+            ranked, candidates, ranked_ids, candidate_ids = image_embeds, text_embeds, gallery_ids, query_ids
+        topk = retrieve_topk(ranked, candidates, return_topk, chunk_size=chunk_size)
+        ranked_codes, candidate_codes = _identity_codes(ranked_ids, candidate_ids)
+        result["topk_indices"] = topk
+        result["topk_correct"] = torch.from_numpy(candidate_codes[topk.numpy()] == ranked_codes[:, None])
+    return result
+
+
+__all__ = ["rank_metrics", "retrieve_topk", "embed_images", "embed_texts", "evaluate_retrieval"]
