@@ -86,11 +86,6 @@ def main() -> dict:
     bank = make_score_bank(model, num_captions, training_args)
     benchmarks = load_eval_benchmarks(data_args)
 
-    callbacks = []
-    if benchmarks and training_args.eval_steps:
-        from gadms_hf.evaluation.callback import RetrievalEvalCallback
-
-        callbacks.append(RetrievalEvalCallback(benchmarks, processor, eval_steps=int(training_args.eval_steps)))
     train_dataset, augmentation = prepare_train_dataset(train_corpus, model.config, training_args.seed)
     trainer = GADMSTrainer(
         model=model,
@@ -100,8 +95,12 @@ def main() -> dict:
         processing_class=processor,
         score_bank=bank,
         epoch_listeners=[augmentation],
-        callbacks=callbacks,
     )
+    if benchmarks and training_args.eval_steps:
+        from gadms_hf.evaluation.callback import RetrievalEvalCallback
+
+        trainer.add_callback(RetrievalEvalCallback(trainer, benchmarks, processor,
+                                                   eval_steps=int(training_args.eval_steps)))
     resume = training_args.resume_from_checkpoint
     if resume is None and os.path.isdir(training_args.output_dir):
         resume = get_last_checkpoint(training_args.output_dir)

