@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -156,9 +157,8 @@ def test_config_rejects_bad_values(field, value, message):
 
 @pytest.fixture(scope="module")
 def asset_images() -> list[Image.Image]:
-    import ultralytics
-
-    assets = Path(ultralytics.__file__).parent / "assets"
+    # located without importing ultralytics (its import patches PIL.Image.open process-wide)
+    assets = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets"
     return [Image.open(assets / name).convert("RGB") for name in ("bus.jpg", "zidane.jpg")]
 
 

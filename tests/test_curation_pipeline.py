@@ -121,9 +121,8 @@ def tiny_vlm(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def assets() -> Path:
-    import ultralytics
-
-    return Path(ultralytics.__file__).parent / "assets"
+    # located without importing ultralytics (its import patches PIL.Image.open process-wide)
+    return Path(importlib.util.find_spec("ultralytics").origin).parent / "assets"
 
 
 @pytest.fixture

@@ -192,9 +192,26 @@ def furthest_reason(reasons: Sequence[RejectReason]) -> RejectReason:
     return max(reasons, key=FILTER_STAGES.index)
 
 
+def _import_yolo():
+    """`ultralytics.YOLO`, without ultralytics' process-wide patch of `PIL.Image.open`.
+
+    Importing ultralytics replaces `Image.open` with a wrapper that, on an unreadable file, tries
+    to pip-install a HEIF plugin (and fails offline with ModuleNotFoundError). The rest of the
+    process (datasets, evaluation) relies on Pillow's own errors, so the original is put back.
+    """
+    from PIL import Image
+
+    original = Image.open
+    try:
+        from ultralytics import YOLO
+    finally:
+        Image.open = original
+    return YOLO
+
+
 def _load_yolo(name: str, task: str, role: str):
     """Load an ultralytics model, turning every failure into one `CurationSetupError`."""
-    from ultralytics import YOLO
+    YOLO = _import_yolo()
 
     try:
         model = YOLO(name)
