@@ -210,9 +210,9 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(tmp_path):
     for step in (4, 5, 6):
         for key in ("loss", "sdm_loss", "mim_loss"):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-4, abs=1e-4), (step, key)
-    final_rows = TokenScoreBank.open(killed / "score_bank", readonly=True).read(rows)
+    final_rows = TokenScoreBank.open(killed / "_score_bank", readonly=True).read(rows)
     torch.testing.assert_close(
-        final_rows, TokenScoreBank.open(straight / "score_bank", readonly=True).read(rows)
+        final_rows, TokenScoreBank.open(straight / "_score_bank", readonly=True).read(rows)
     )
 
 
@@ -244,7 +244,7 @@ def test_two_processes_share_the_bank(tmp_path):
     initial = torch.isclose(rows, torch.tensor(0.85), atol=1e-3).all(dim=1)
     assert not initial.any(), f"{int(initial.sum())} captions never reached the bank"
     torch.testing.assert_close(
-        TokenScoreBank.open(out / "score_bank", readonly=True).read(list(range(64))), rows
+        TokenScoreBank.open(out / "_score_bank", readonly=True).read(list(range(64))), rows
     )
     assert np.isfinite(
         state["log_history"][-2]["train_loss"]

@@ -144,10 +144,11 @@ def benchmark_dir(name: str, root: str | None) -> str | None:
 
 
 def make_score_bank(model: GADMSModel, num_captions: int, training_args: GADMSTrainingArguments):
-    """A fresh bank in the output folder (only when GASS drives the masking)."""
+    """A fresh bank in `<output_dir>/_score_bank` (only when GASS drives the masking); the leading
+    underscore keeps it out of the Trainer's Hub uploads, which skip `_*`."""
     if model.config.masking != "gass":
         return None
-    path = os.path.join(training_args.output_dir, "score_bank")
+    path = os.path.join(training_args.output_dir, "_score_bank")
     if training_args.local_process_index == 0:
         TokenScoreBank.create(path, num_captions, TEXT_LENGTH, model.config.initial_token_score,
                               training_args.score_bank_dtype)
