@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 
 from transformers import HfArgumentParser, set_seed
@@ -33,6 +32,7 @@ from gadms_hf.training.pipeline import (
     load_training_corpus,
     make_collator,
     make_score_bank,
+    parse_script_args,
     prepare_train_dataset,
     setup_logging,
 )
@@ -62,13 +62,7 @@ EMBEDDED_DEFAULT = {
 
 def parse_args() -> tuple[ModelArguments, DataArguments, GADMSTrainingArguments]:
     parser = HfArgumentParser((ModelArguments, DataArguments, GADMSTrainingArguments))
-    if len(sys.argv) == 1:
-        return parser.parse_dict(EMBEDDED_DEFAULT)
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(sys.argv[1]))
-    return parser.parse_args_into_dataclasses()
+    return parse_script_args(parser, EMBEDDED_DEFAULT)
 
 
 def main() -> dict:

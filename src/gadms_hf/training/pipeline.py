@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict
 
 import datasets
 import torch
 import transformers
+from transformers import HfArgumentParser
 
 from ..configuration_gadms import GADMSConfig
 from ..data.collator import GADMSCollator
@@ -27,6 +29,18 @@ from .arguments import DataArguments, GADMSTrainingArguments, ModelArguments, pa
 logger = logging.getLogger("gadms_hf")
 
 PRESETS = {"tiny": GADMSConfig.tiny, "vit_b16": GADMSConfig.vit_b16}
+
+
+def parse_script_args(parser: HfArgumentParser, embedded_default: dict, argv: list[str] | None = None) -> tuple:
+    """No arguments: the embedded default; one .json/.yaml file: its arguments; else the command line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        return parser.parse_dict(embedded_default)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def setup_logging(training_args: GADMSTrainingArguments) -> None:
@@ -183,6 +197,7 @@ def dump_args(path: str, *groups) -> None:
 
 
 __all__ = [
+    "parse_script_args",
     "build_model",
     "build_processor",
     "load_training_corpus",
