@@ -21,6 +21,7 @@ import time
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from gadms_hf.data.builders.webperson import WebPerson
 from gadms_hf.evaluation.retrieval import evaluate_retrieval
 from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments
 from gadms_hf.training.model_card import write_model_card
@@ -124,13 +125,12 @@ def main() -> dict:
 
 
 def _num_captions(corpus, data_args: DataArguments) -> int:
-    """Score-bank rows: the corpus's caption_id range (known up front for every builder)."""
+    """Score-bank rows: one per caption id. A stream is sized from its source without being read."""
     if not data_args.streaming:
         return int(max(corpus["caption_id"])) + 1
-    info = corpus.info.splits["train"].num_examples if corpus.info.splits else None
-    if info is None:
-        raise ValueError("cannot size the score bank of a stream without split sizes in its dataset info")
-    return int(info) * 2
+    if data_args.dataset_name != "webperson":
+        raise ValueError(f"--streaming is supported for webperson, not {data_args.dataset_name!r}")
+    return 2 * WebPerson(data_dir=data_args.data_dir).num_images()
 
 
 if __name__ == "__main__":

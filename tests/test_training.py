@@ -251,3 +251,27 @@ def test_two_processes_share_the_bank(tmp_path):
         if "train_loss" in state["log_history"][-2]
         else state["log_history"][-1]["train_loss"]
     )
+
+
+def test_streamed_webperson_pretraining_sizes_and_fills_the_bank(tmp_path):
+    """The WebPerson path: Hub-form Parquet shards, streamed; the bank is sized from the Parquet footers."""
+    from gadms_hf.data.builders.webperson import WebPerson
+
+    from .test_builders import WEB_IMAGES, make_webperson_hub, make_webperson_raw
+
+    hub = make_webperson_hub(tmp_path / "hub", shards=2)
+    assert WebPerson(data_dir=str(hub), cache_dir=str(tmp_path / "c1")).num_images() == len(WEB_IMAGES)
+    raw = make_webperson_raw(tmp_path / "raw")
+    assert WebPerson(data_dir=str(raw), cache_dir=str(tmp_path / "c2")).num_images() == len(WEB_IMAGES)
+
+    out = tmp_path / "stream"
+    args = ["--dataset_name", "webperson", "--data_dir", str(hub), "--streaming", "--max_steps", "2",
+            "--per_device_train_batch_size", "2", "--logging_steps", "1", "--report_to", "none",
+            "--save_strategy", "no", "--dataloader_num_workers", "0", "--output_dir", str(out)]
+    _run(args, tmp_path)
+    bank = TokenScoreBank.open(out / "_score_bank", readonly=True)
+    assert len(bank) == 2 * len(WEB_IMAGES)
+    rows = bank.read(list(range(len(bank))))
+    written = ~torch.isclose(rows, torch.tensor(0.85), atol=1e-3).all(dim=1)
+    assert int(written.sum()) == 4  # 2 steps x 2 captions, in stream order
+    assert {"sdm_loss", "mim_loss"} <= set(_losses(out)[2])

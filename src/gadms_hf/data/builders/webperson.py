@@ -162,6 +162,19 @@ class WebPerson(datasets.GeneratorBasedBuilder):
         shards = self._raw_shards() if self._is_raw(source) else self._parquet_shards(source)
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": shards})]
 
+    def num_images(self) -> int:
+        """Images in the source, from the annotation list or the Parquet footers (no image is read).
+
+        A streamed run sizes its score bank with it: caption ids run to ``2 * num_images() - 1``.
+        """
+        source = self.config.data_dir or HUB_DATASET
+        if self._is_raw(source):
+            last = self._raw_shards()[-1]
+            return last.start + len(last.images)
+        last = self._parquet_shards(source)[-1]
+        with fsspec.open(last.file, "rb") as handle:
+            return last.start + pq.ParquetFile(handle).metadata.num_rows
+
     def _is_raw(self, source: str) -> bool:
         """The raw form has its annotation list at the top of the folder; the Hub form has no JSON there.
 
