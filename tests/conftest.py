@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from transformers import CLIPConfig, CLIPModel  # noqa: E402
 
 from gadms_hf import GADMSConfig, GADMSModel, GADMSProcessor, build_clip_tokenizer, make_image_processor  # noqa: E402
 
@@ -50,6 +51,19 @@ def processor(tokenizer, tiny_config) -> GADMSProcessor:
 def tiny_model(tiny_config) -> GADMSModel:
     torch.manual_seed(0)
     return GADMSModel(tiny_config)
+
+
+def square_clip_model() -> CLIPModel:
+    """A tiny random transformers `CLIPModel` (square 64-pixel images, real vocabulary size)."""
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         vocab_size=49409, max_position_embeddings=77, eos_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        projection_dim=16,
+    )
+    return CLIPModel(config)
 
 
 def random_images(n: int, height: int = 120, width: int = 50, seed: int = 0) -> list[Image.Image]:

@@ -6,15 +6,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
-from transformers import CLIPConfig, CLIPModel, Trainer, TrainingArguments
+from transformers import CLIPModel, Trainer, TrainingArguments
 
 from gadms_hf.evaluation.callback import RetrievalEvalCallback
 from gadms_hf.evaluation.retrieval import evaluate_retrieval
 from gadms_hf.processing_gadms import GADMSProcessor, make_image_processor
 from gadms_hf.tokenizer import build_clip_tokenizer
+
+from .conftest import square_clip_model
 
 COLOURS = ["red", "blue", "green", "yellow", "black", "white"]
 RGB = {
@@ -50,28 +51,7 @@ def processor() -> GADMSProcessor:
 
 
 def tiny_clip() -> CLIPModel:
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            vocab_size=49409,
-            max_position_embeddings=77,
-            eos_token_id=49407,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-        ),
-        projection_dim=16,
-    )
-    return CLIPModel(config)
+    return square_clip_model()
 
 
 def make_trainer(tmp_path, processor, max_steps: int) -> Trainer:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPModel
 
 from gadms_hf.evaluation.retrieval import (
     embed_images,
@@ -22,6 +22,8 @@ from gadms_hf.evaluation.retrieval import (
 )
 from gadms_hf.processing_gadms import GADMSProcessor, make_image_processor
 from gadms_hf.tokenizer import build_clip_tokenizer
+
+from .conftest import square_clip_model
 
 
 def brute_force(similarity: np.ndarray, query_ids, gallery_ids, ks=(1, 5, 10)) -> dict[str, float]:
@@ -201,28 +203,7 @@ def test_20k_by_20k_stays_under_one_gigabyte():
 
 @pytest.fixture(scope="module")
 def tiny_clip() -> CLIPModel:
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            vocab_size=49409,
-            max_position_embeddings=77,
-            eos_token_id=49407,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-        ),
-        projection_dim=16,
-    )
-    return CLIPModel(config).eval()
+    return square_clip_model().eval()
 
 
 @pytest.fixture(scope="module")
