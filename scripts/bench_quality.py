@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """Retrieval-quality benchmark: CLIP vs IRRA vs GA-DMS on SynthPEDES with planted caption noise.
 
-    python scripts/bench_quality.py --quick --output quality.json   # ~8 min on 2 shared CPU cores
-    python scripts/bench_quality.py --output quality.json           # full run: 500 ids, 400 steps, 3 seeds
+    python scripts/bench_quality.py --quick --output quality.json   # 1 seed, under 8 min on 2 CPU cores
+    python scripts/bench_quality.py --output quality.json           # 3 seeds, under 30 min
 
-Each seed gives one initialisation shared by the three recipes (same architecture, ID head included, so the
-same random stream builds the same weights; the script checks it), the same data and the same step budget.
+Every run starts from one shared InfoNCE warm start (the benchmark's stand-in for pretrained CLIP, trained once
+on a SynthPEDES draw with other identities); each seed then draws the heads (MIM, ID) and the data order, the
+same for every recipe (the script checks a fingerprint of the towers). Same data, same step budget.
 Recipes (`GADMSConfig.apply_recipe`): `clip` = InfoNCE; `irra` = SDM + random-15% MLM + ID; `gadms` = SDM on
-GASS-noise-suppressed text + GASS-guided MIM + ID. The ID head has one class per training identity, as in
-fine-tuning. Reported per recipe: mean and sample std over seeds of Rank-1 / mAP / mINP on the clean test
-queries, and for GA-DMS the AUROC of its GASS token scores for telling the words of noisy training captions
-that are real (positive) from the planted noise words (negative). A second block trains IRRA and GA-DMS at
-noise rate 0, to see whether GASS costs anything when there is no noise.
+GASS-noise-suppressed text + GASS-guided MIM + ID; `gadms-oracle` = GA-DMS whose score bank holds the planted
+truth instead of GASS (the ceiling of the dual masking). Reported per recipe: mean and sample std over seeds of
+Rank-1 / mAP / mINP on the clean test queries; for GA-DMS, the AUROC of its GASS scores for telling attribute
+tokens (positive) from planted noise tokens (negative), the same with every clean word as positive, and the
+AUROC of an occlusion reference (how much the image-text cosine drops when the token is masked: what the model
+itself relies on), plus the rank correlation of GASS with that reference. A second block trains IRRA and
+GA-DMS at noise rate 0, to see whether GASS costs anything when there is no noise.
 
 Targets: GA-DMS R1 >= IRRA R1 + 2 at the noise rate; AUROC >= 0.80; at noise 0 GA-DMS R1 no lower than IRRA's
 by more than the larger of their stds.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import statistics
 import sys
@@ -40,7 +42,7 @@ import torch  # noqa: E402
 from transformers import PrinterCallback, set_seed  # noqa: E402
 
 from gadms_hf.data.corpus import gallery_and_queries, load_corpus  # noqa: E402
-from gadms_hf.data.synthetic import token_noise_flags  # noqa: E402
+from gadms_hf.data.synthetic import token_attribute_flags, token_noise_flags  # noqa: E402
 from gadms_hf.evaluation.retrieval import evaluate_retrieval  # noqa: E402
 from gadms_hf.modeling_gadms import GADMSModel  # noqa: E402
 from gadms_hf.processing_gadms import GADMSProcessor  # noqa: E402
@@ -56,10 +58,14 @@ from gadms_hf.training.pipeline import (  # noqa: E402
 from gadms_hf.training.trainer import GADMSTrainer  # noqa: E402
 
 RECIPES = ("clip", "irra", "gadms")
+# GA-DMS with the score bank filled once with the planted truth (0 on noise tokens, 1 elsewhere) and never
+# updated: the most the paper's dual masking can give when the token scores are perfect.
+ORACLE = "gadms-oracle"
 CLEAN_RECIPES = ("irra", "gadms")
 METRICS = ("R1", "mAP", "mINP")
 TARGET_R1_GAIN = 2.0
 TARGET_AUROC = 0.80
+SEPARATION_KEYS = ("auroc", "auroc_all_words", "occlusion_auroc")
 
 
 @dataclass
@@ -75,10 +81,17 @@ class Setting:
     learning_rate: float
     auroc_captions: int
     clean_row: bool
+    warm_ids: int
+    warm_steps: int
+    warm_learning_rate: float
+    oracle: bool
+    gass_layers: int | None
 
 
-QUICK = dict(train_ids=150, test_ids=50, steps=150, seeds=1)
-FULL = dict(train_ids=500, test_ids=100, steps=400, seeds=3)
+QUICK = dict(train_ids=150, test_ids=50, steps=120, seeds=1, warm_ids=300, warm_steps=600)
+FULL = dict(train_ids=300, test_ids=100, steps=200, seeds=3, warm_ids=500, warm_steps=1200)
+WARM_CORPUS_SEED = 1  # SynthPEDES draw of the warm start; the benchmark's own splits use seed 0
+WARM_MODEL_SEED = 1000
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -104,101 +117,214 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-@torch.no_grad()
-def gass_noise_auroc(model: GADMSModel, processor: GADMSProcessor, corpus, max_captions: int,
-                     batch_size: int = 64) -> dict[str, float]:
-    """AUROC of GASS scores, real words (positive) vs planted noise words (negative), on noisy train captions.
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties); 0 when either side is constant."""
+    def ranks(values: np.ndarray) -> np.ndarray:
+        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
 
-    Only word positions 1..eos-1 count: the start/end tokens and padding carry no word.
+    rx, ry = ranks(np.asarray(x, dtype=np.float64)), ranks(np.asarray(y, dtype=np.float64))
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _occlusion_scores(model: GADMSModel, ids: torch.Tensor, attention_mask: torch.Tensor, eos: torch.Tensor,
+                      image_embeds: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """How much the cosine with the own image drops when each word token alone becomes `<|mask|>` (B, T).
+
+    A model-agnostic reference for GASS: whatever the model relies on shows up here, so if occlusion cannot
+    tell noise from attributes either, the model has not learnt the difference and no token score can.
+    """
+    def cosine(input_ids: torch.Tensor) -> torch.Tensor:
+        text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return torch.nn.functional.cosine_similarity(text, image_embeds, dim=-1)
+
+    base = cosine(ids)
+    drops = torch.zeros(ids.shape, dtype=torch.float32)
+    for position in range(1, int(eos.max())):
+        occluded, rows = ids.clone(), position < eos
+        occluded[rows, position] = mask_token_id
+        drops[:, position] = (base - cosine(occluded)).float().cpu() * rows.cpu()
+    return drops
+
+
+def token_separation(model: GADMSModel, processor: GADMSProcessor, corpus, max_captions: int,
+                     batch_size: int = 64) -> dict[str, float]:
+    """AUROCs of GASS scores (and of the occlusion reference) for planted noise tokens vs the rest.
+
+    On up to `max_captions` noisy training captions. `auroc` (the target): attribute tokens (colour, garment,
+    hair, bag, hat, gender words of the clean text, `token_attribute_flags`) are positives and planted noise
+    tokens (`token_noise_flags`) negatives. `auroc_all_words` takes every non-noise word token as positive,
+    function words included. `occlusion_auroc` is the same attribute-vs-noise AUROC for the occlusion drop.
     """
     noisy = [i for i, spans in enumerate(corpus["noise_spans"]) if spans][:max_captions]
     if not noisy:
         raise ValueError("the training corpus has no caption with planted noise (noise_rate=0?): no AUROC")
     model.eval()
     device = next(model.parameters()).device
-    clean_scores, noise_scores = [], []
+    keys = ("attribute", "other", "noise", "occ_attr", "occ_noise", "all_gass", "all_occ")
+    values: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     for begin in range(0, len(noisy), batch_size):
         rows = corpus.select(noisy[begin:begin + batch_size])[:]
         batch = processor(text=list(rows["caption"]), images=list(rows["image"]), return_tensors="pt")
         batch = {key: value.to(device) for key, value in batch.items()}
-        image_embeds = model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
-        ids = batch["input_ids"]
+        ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        with torch.no_grad():
+            image_embeds = model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
         eos = model.eos_positions(ids)
-        scores = model.gass(model.text_model, model.text_projection, ids, batch["attention_mask"], image_embeds,
+        scores = model.gass(model.text_model, model.text_projection, ids, attention_mask, image_embeds,
                             eos).float().cpu().numpy()
+        with torch.no_grad():
+            drops = _occlusion_scores(model, ids, attention_mask, eos, image_embeds,
+                                      model.config.mask_token_id).numpy()
         for i, (caption, spans) in enumerate(zip(rows["caption"], rows["noise_spans"])):
-            flags = np.asarray(token_noise_flags(processor.tokenizer, caption, spans), dtype=bool)
-            end = int(eos[i])
-            clean_scores.append(scores[i, 1:end][~flags[1:end]])
-            noise_scores.append(scores[i, 1:end][flags[1:end]])
-    clean, noise = np.concatenate(clean_scores), np.concatenate(noise_scores)
-    return {"auroc": auroc(clean, noise), "clean_tokens": int(clean.size), "noise_tokens": int(noise.size),
-            "captions": len(noisy), "mean_clean_score": float(clean.mean()), "mean_noise_score": float(noise.mean())}
+            words = slice(1, int(eos[i]))
+            noise = np.asarray(token_noise_flags(processor.tokenizer, caption, spans), dtype=bool)[words]
+            attribute = np.asarray(token_attribute_flags(processor.tokenizer, caption, spans), dtype=bool)[words]
+            values["attribute"].append(scores[i, words][attribute])
+            values["other"].append(scores[i, words][~attribute & ~noise])
+            values["noise"].append(scores[i, words][noise])
+            values["occ_attr"].append(drops[i, words][attribute])
+            values["occ_noise"].append(drops[i, words][noise])
+            values["all_gass"].append(scores[i, words])
+            values["all_occ"].append(drops[i, words])
+    pooled = {key: np.concatenate(parts) for key, parts in values.items()}
+    return {
+        "auroc": auroc(pooled["attribute"], pooled["noise"]),
+        "auroc_all_words": auroc(np.concatenate([pooled["attribute"], pooled["other"]]), pooled["noise"]),
+        "occlusion_auroc": auroc(pooled["occ_attr"], pooled["occ_noise"]),
+        # Does GASS follow what the model relies on, whatever the token? (Spearman over every word token.)
+        "gass_occlusion_spearman": spearman(pooled["all_gass"], pooled["all_occ"]),
+        "captions": len(noisy), "attribute_tokens": int(pooled["attribute"].size),
+        "other_tokens": int(pooled["other"].size), "noise_tokens": int(pooled["noise"].size),
+        "mean_attribute_score": float(pooled["attribute"].mean()), "mean_noise_score": float(pooled["noise"].mean()),
+        "zero_score_share": float(np.mean(np.concatenate([pooled["attribute"], pooled["noise"]]) == 0)),
+    }
+
+
+TOWER_PREFIXES = ("text_model.", "vision_model.", "text_projection.", "visual_projection.")
 
 
 def init_fingerprint(model: GADMSModel) -> float:
     """A number that changes with any weight of the two towers (to check the shared initialisation)."""
     total = 0.0
     for name, param in model.named_parameters():
-        if name.startswith(("text_model", "vision_model", "text_projection", "visual_projection")):
+        if name.startswith(TOWER_PREFIXES):
             total += float(param.detach().double().abs().sum())
     return total
 
 
-def shared_init(recipe: str, seed: int, num_identities: int) -> GADMSModel:
-    """The recipe's model with the seed's GA-DMS initialisation copied in.
+def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, torch.Tensor] | None,
+                gass_layers: int | None = None) -> GADMSModel:
+    """The recipe's model: the warm-started towers, and the seed's draw of everything else.
 
-    The CLIP recipe has no MIM head, so building it straight from the seed would draw the projections from
-    a shifted random stream; copying makes every shared weight identical across recipes.
+    The CLIP recipe has no MIM head, so building it straight from the seed would draw the heads from a
+    shifted random stream; copying makes every shared weight identical across recipes.
     """
     set_seed(seed)
-    reference = build_model(ModelArguments(preset="tiny", recipe="gadms"), num_identities=num_identities)
-    if recipe == "gadms":
+    overrides = None if gass_layers is None else f"gass_num_layers={gass_layers}"
+    reference = build_model(ModelArguments(preset="tiny", recipe="gadms", config_overrides=overrides),
+                            num_identities=num_identities)
+    if towers is not None:
+        unexpected = reference.load_state_dict(towers, strict=False).unexpected_keys
+        if unexpected:
+            raise RuntimeError(f"the warm start has weights the GA-DMS model lacks: {unexpected}")
+    if recipe in ("gadms", ORACLE):
         return reference
-    model = build_model(ModelArguments(preset="tiny", recipe=recipe), num_identities=num_identities)
+    model = build_model(ModelArguments(preset="tiny", recipe=recipe, config_overrides=overrides),
+                        num_identities=num_identities)
     missing = model.load_state_dict(reference.state_dict(), strict=False).missing_keys
     if missing:
         raise RuntimeError(f"recipe {recipe!r} has weights the GA-DMS model lacks: {missing}")
     return model
 
 
-def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setting, corpus, benchmark,
-                       workdir: str, threads_workers: int) -> dict[str, Any]:
-    """Train one recipe from the seed's initialisation, then evaluate retrieval (and GASS AUROC for GA-DMS)."""
-    start = time.time()
-    model = shared_init(recipe, seed, setting.train_ids)
-    fingerprint = init_fingerprint(model)
-    output_dir = os.path.join(workdir, f"{recipe}-noise{noise_rate}-seed{seed}")
+def oracle_scores(corpus, tokenizer) -> tuple[np.ndarray, torch.Tensor]:
+    """(caption ids, bank rows) that know the planted noise: 0 on noise tokens, 1 on every other position."""
+    rows = [1.0 - np.asarray(token_noise_flags(tokenizer, caption, spans), dtype=np.float32)
+            for caption, spans in zip(corpus["caption"], corpus["noise_spans"])]
+    return np.asarray(corpus["caption_id"]), torch.from_numpy(np.stack(rows))
+
+
+def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_size: int, seed: int,
+          output_dir: str, workers: int, oracle: bool = False) -> GADMSTrainer:
+    """`steps` optimiser steps of the model's own recipe with `GADMSTrainer`, warm-up + cosine, in process.
+
+    With `oracle`, the collator masks from a bank holding `oracle_scores` and the trainer is given no bank,
+    so GASS (still computed, so the step costs the same) never overwrites it.
+    """
     args = GADMSTrainingArguments(
-        output_dir=output_dir, max_steps=setting.steps, per_device_train_batch_size=setting.batch_size,
-        learning_rate=setting.learning_rate, weight_decay=4e-5, warmup_steps=0.1,
-        logging_steps=max(1, setting.steps // 5),
-        save_strategy="no", report_to="none", dataloader_num_workers=threads_workers, seed=seed,
+        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate, weight_decay=4e-5, warmup_steps=0.1, logging_steps=max(1, steps // 5),
+        save_strategy="no", report_to="none", dataloader_num_workers=workers, seed=seed,
         disable_tqdm=True, log_level="warning",
     )
     processor = build_processor(ModelArguments(preset="tiny"), model.config)
     bank = make_score_bank(model, int(max(corpus["caption_id"])) + 1, args)
+    if oracle:
+        bank.write(*oracle_scores(corpus, processor.tokenizer))
     train_dataset, augmentation = prepare_train_dataset(corpus, model.config, seed)
     trainer = GADMSTrainer(
         model=model, args=args, train_dataset=train_dataset,
         data_collator=make_collator(processor, model, bank, seed), processing_class=processor,
-        score_bank=bank, epoch_listeners=[augmentation],
+        score_bank=None if oracle else bank, epoch_listeners=[augmentation],
     )
     trainer.remove_callback(PrinterCallback)  # one summary line per run instead of the log dicts
-    train_result = trainer.train()
-    model = trainer.model.eval()
-    gallery, queries = benchmark
-    metrics = evaluate_retrieval(model, processor, gallery, queries, progress=False)
+    trainer.train()
+    trainer.model.eval()
+    return trainer
+
+
+def loss_log(trainer: GADMSTrainer) -> list[dict[str, float]]:
+    """Loss components every steps/5 steps: shows whether a recipe was still learning when the budget ran out."""
+    return [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """InfoNCE pretraining shared by every recipe and seed: this benchmark's stand-in for CLIP's weights.
+
+    The paper fine-tunes from pretrained CLIP; from random weights the SDM recipes first collapse the
+    embeddings (all cosines equal at the fixed scale 50) and a model at chance gives GASS nothing to read.
+    The warm start sees its own SynthPEDES draw (corpus seed `WARM_CORPUS_SEED`: other identities than the
+    benchmark's train and test splits) with the benchmark's noise rate, as web pretraining data is noisy.
+    """
+    start = time.time()
+    set_seed(WARM_MODEL_SEED)
+    model = build_model(ModelArguments(preset="tiny", recipe="clip"))
+    corpus = load_corpus("synth-pedes", split="train", num_train_ids=setting.warm_ids, num_test_ids=1,
+                         noise_rate=setting.noise_rate, seed=WARM_CORPUS_SEED)
+    trainer = train(model, corpus, setting.warm_steps, setting.warm_learning_rate, setting.batch_size,
+                    WARM_MODEL_SEED, os.path.join(workdir, "warm-start"), workers)
+    processor = build_processor(ModelArguments(preset="tiny"), model.config)
+    metrics = evaluate_retrieval(model, processor, *benchmark, progress=False)
+    towers = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TOWER_PREFIXES)}
+    report = {"steps": setting.warm_steps, "identities": setting.warm_ids, "log_history": loss_log(trainer),
+              **{name: float(metrics[name]) for name in ("R1", "R5", "R10", "mAP", "mINP")},
+              "seconds": time.time() - start}
+    return towers, report
+
+
+def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setting, corpus, benchmark,
+                       towers: dict[str, torch.Tensor] | None, workdir: str, workers: int) -> dict[str, Any]:
+    """Fine-tune one recipe from the shared start, then evaluate retrieval (and token separation for GA-DMS)."""
+    start = time.time()
+    model = shared_init(recipe, seed, setting.train_ids, towers, setting.gass_layers)
+    fingerprint = init_fingerprint(model)
+    trainer = train(model, corpus, setting.steps, setting.learning_rate, setting.batch_size, seed,
+                    os.path.join(workdir, f"{recipe}-noise{noise_rate}-seed{seed}"), workers,
+                    oracle=recipe == ORACLE)
+    processor = build_processor(ModelArguments(preset="tiny"), model.config)
+    metrics = evaluate_retrieval(model, processor, *benchmark, progress=False)
     row: dict[str, Any] = {
         "recipe": recipe, "seed": seed, "noise_rate": noise_rate, "init_fingerprint": fingerprint,
-        "train_loss": float(train_result.metrics.get("train_loss", math.nan)),
-        # loss components every steps/5 steps: shows whether a recipe was still learning when the budget ran out
-        "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
+        "log_history": loss_log(trainer),
         **{name: float(metrics[name]) for name in ("R1", "R5", "R10", "mAP", "mINP")},
     }
     if recipe == "gadms" and noise_rate > 0:
-        row["gass"] = gass_noise_auroc(model, processor, corpus, setting.auroc_captions)
-        row["auroc"] = row["gass"]["auroc"]
+        row["gass"] = token_separation(model, processor, corpus, setting.auroc_captions)
+        for key in SEPARATION_KEYS:
+            row[key] = row["gass"][key]
     row["seconds"] = time.time() - start
     return row
 
@@ -213,7 +339,7 @@ def aggregate(rows: list[dict[str, Any]], noise_rate: float, recipes: tuple[str,
     out = {}
     for recipe in recipes:
         mine = [r for r in rows if r["recipe"] == recipe and r["noise_rate"] == noise_rate]
-        keys = METRICS + (("auroc",) if recipe == "gadms" and noise_rate > 0 else ())
+        keys = METRICS + (SEPARATION_KEYS if recipe == "gadms" and noise_rate > 0 else ())
         out[recipe] = {key: summarise([r[key] for r in mine]) for key in keys}
     return out
 
@@ -232,15 +358,23 @@ def check_targets(noisy: dict[str, dict], clean: dict[str, dict] | None) -> dict
     return targets
 
 
-def format_table(noisy: dict[str, dict], clean: dict[str, dict] | None, noise_rate: float) -> str:
+def format_table(noisy: dict[str, dict], clean: dict[str, dict] | None, noise_rate: float,
+                 warm: dict[str, Any] | None) -> str:
+    """Markdown: one line per (noise rate, recipe), mean ± std over seeds; the warm start on top."""
     def cell(stats: dict[str, float], digits: int = 2) -> str:
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
-    lines = ["| noise | recipe | R1 | mAP | mINP | GASS AUROC |", "|---:|---|---:|---:|---:|---:|"]
+    lines = ["| noise | recipe | R1 | mAP | mINP | GASS AUROC attr/noise | GASS AUROC all words | occlusion AUROC |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    if warm is not None:
+        separation = warm["separation"]
+        lines.append(f"| {noise_rate:g} | warm start (before fine-tuning) | {warm['R1']:.2f} | {warm['mAP']:.2f} | "
+                     f"{warm['mINP']:.2f} | " + " | ".join(f"{separation[k]:.3f}" for k in SEPARATION_KEYS) + " |")
     for block, rate in ((noisy, noise_rate), (clean, 0.0)):
         for recipe, stats in (block or {}).items():
-            auc = cell(stats["auroc"], 3) if "auroc" in stats else "-"
-            lines.append(f"| {rate:g} | {recipe} | " + " | ".join(cell(stats[m]) for m in METRICS) + f" | {auc} |")
+            aucs = [cell(stats[key], 3) if key in stats else "-" for key in SEPARATION_KEYS]
+            lines.append(f"| {rate:g} | {recipe} | " + " | ".join(cell(stats[m]) for m in METRICS) + " | "
+                         + " | ".join(aucs) + " |")
     return "\n".join(lines)
 
 
@@ -252,10 +386,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-ids", type=int, default=None, help="SynthPEDES test identities.")
     parser.add_argument("--steps", type=int, default=None, help="Optimiser steps per run (same for every recipe).")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="Fine-tuning learning rate.")
+    parser.add_argument("--warm-steps", type=int, default=None,
+                        help="InfoNCE warm-start steps shared by every run (0: every recipe starts from random weights).")
+    parser.add_argument("--warm-ids", type=int, default=None, help="Identities of the warm start's own SynthPEDES draw.")
+    parser.add_argument("--warm-learning-rate", type=float, default=1e-3)
     parser.add_argument("--noise-rate", type=float, default=0.5, help="Share of train captions with planted noise.")
     parser.add_argument("--auroc-captions", type=int, default=256, help="Noisy train captions scored for AUROC.")
     parser.add_argument("--no-clean-row", action="store_true", help="Skip the IRRA vs GA-DMS runs at noise 0.")
+    parser.add_argument("--gass-layers", type=int, default=None,
+                        help="GASS layers L (default: the tiny preset's 2 of its 3 text layers, the paper's 8 of 12).")
+    parser.add_argument("--no-oracle", action="store_true",
+                        help=f"Skip {ORACLE!r}: GA-DMS masking from the planted truth instead of GASS.")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: on a shared 2-core machine more threads wait on each other).")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0 or 2).")
@@ -271,7 +413,13 @@ def make_setting(args: argparse.Namespace) -> Setting:
         steps=args.steps or base["steps"], batch_size=args.batch_size,
         seeds=list(range(args.seeds or base["seeds"])), noise_rate=args.noise_rate,
         learning_rate=args.learning_rate, auroc_captions=args.auroc_captions, clean_row=not args.no_clean_row,
+        warm_ids=args.warm_ids or base["warm_ids"],
+        warm_steps=base["warm_steps"] if args.warm_steps is None else args.warm_steps,
+        warm_learning_rate=args.warm_learning_rate, oracle=not args.no_oracle,
+        gass_layers=args.gass_layers,
     )
+    if setting.warm_steps < 0:
+        raise ValueError(f"--warm-steps={setting.warm_steps} must be >= 0")
     if not 0.0 < setting.noise_rate <= 1.0:
         raise ValueError(f"--noise-rate={setting.noise_rate} must be in (0, 1] (noise 0 is the clean row)")
     for name in ("train_ids", "test_ids", "steps", "batch_size"):
@@ -292,32 +440,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     benchmark = gallery_and_queries(test_split)  # test captions carry no planted noise
     rates = [setting.noise_rate] + ([0.0] if setting.clean_row else [])
     rows: list[dict[str, Any]] = []
+    warm = None
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or scratch
+        towers = None
+        if setting.warm_steps:
+            towers, warm = warm_start(setting, benchmark, workdir, args.workers)
+            noisy_corpus = load_training_corpus(DataArguments(synth_noise_rate=setting.noise_rate, **sizes), seed=0)
+            probe = shared_init("gadms", 0, setting.train_ids, towers, setting.gass_layers)
+            warm["separation"] = token_separation(probe, build_processor(ModelArguments(preset="tiny"), probe.config),
+                                                  noisy_corpus, setting.auroc_captions)
+            print(f"  warm start: {setting.warm_steps} InfoNCE steps, R1={warm['R1']:.2f} mAP={warm['mAP']:.2f} "
+                  f"AUROC={warm['separation']['auroc']:.3f} occlusion AUROC="
+                  f"{warm['separation']['occlusion_auroc']:.3f} ({warm['seconds']:.0f} s)", flush=True)
         for rate in rates:
             corpus = load_training_corpus(DataArguments(synth_noise_rate=rate, **sizes), seed=0)
             for seed in setting.seeds:
-                for recipe in RECIPES if rate > 0 else CLEAN_RECIPES:
-                    row = train_and_evaluate(recipe, seed, rate, setting, corpus, benchmark, workdir, args.workers)
+                for recipe in (RECIPES + ((ORACLE,) if setting.oracle else ())) if rate > 0 else CLEAN_RECIPES:
+                    row = train_and_evaluate(recipe, seed, rate, setting, corpus, benchmark, towers, workdir,
+                                             args.workers)
                     rows.append(row)
-                    print(f"  noise={rate:g} seed={seed} {recipe:5s} R1={row['R1']:.2f} mAP={row['mAP']:.2f} "
+                    print(f"  noise={rate:g} seed={seed} {recipe:12s} R1={row['R1']:.2f} mAP={row['mAP']:.2f} "
                           f"mINP={row['mINP']:.2f}" + (f" AUROC={row['auroc']:.3f}" if "auroc" in row else "")
                           + f" ({row['seconds']:.0f} s)", flush=True)
     for seed in setting.seeds:
         prints = {r["init_fingerprint"] for r in rows if r["seed"] == seed}
         if len(prints) != 1:
             raise RuntimeError(f"seed {seed}: recipes started from different weights ({sorted(prints)})")
-    noisy = aggregate(rows, setting.noise_rate, RECIPES)
+    noisy = aggregate(rows, setting.noise_rate, RECIPES + ((ORACLE,) if setting.oracle else ()))
     clean = aggregate(rows, 0.0, CLEAN_RECIPES) if setting.clean_row else None
     targets = check_targets(noisy, clean)
     wall = time.time() - start
-    table = format_table(noisy, clean, setting.noise_rate)
+    table = format_table(noisy, clean, setting.noise_rate, warm)
     print(f"\nSynthPEDES, {setting.train_ids} train / {setting.test_ids} test identities, {setting.steps} steps x "
           f"batch {setting.batch_size}, {len(setting.seeds)} seed(s), mean ± std ({wall:.0f} s wall):")
     print(table)
     for name, target in targets.items():
         print(f"  {name}: {target['value']:.3f} (target {target['target']}): {'met' if target['met'] else 'MISSED'}")
-    result = {"setting": vars(setting), "runs": rows, "summary": {"noisy": noisy, "clean": clean},
+    result = {"setting": vars(setting), "warm_start": warm, "runs": rows, "summary": {"noisy": noisy, "clean": clean},
               "targets": targets, "table": table, "wall_seconds": wall, "torch_threads": args.threads}
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -34,20 +34,52 @@ def test_auroc_matches_pairwise_definition(bench):
         bench.auroc([], [1.0])
 
 
+def test_spearman_against_definition(bench):
+    assert bench.spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 35.0, 90.0]) == pytest.approx(1.0)
+    assert bench.spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert bench.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) == 0.0
+    x = np.array([0.0, 0.0, 1.0, 2.0, 2.0, 5.0])  # ties get average ranks: 1.5 1.5 3 4.5 4.5 6
+    y = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0])
+    ranks = np.array([1.5, 1.5, 3.0, 4.5, 4.5, 6.0])
+    assert bench.spearman(x, y) == pytest.approx(np.corrcoef(ranks, np.argsort(np.argsort(y)) + 1.0)[0, 1])
+
+
+def test_oracle_scores_are_zero_exactly_on_planted_noise(bench):
+    from gadms_hf.data.corpus import load_corpus
+    from gadms_hf.tokenizer import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer()
+    corpus = load_corpus("synth-pedes", split="train", num_train_ids=6, num_test_ids=2, noise_rate=1.0)
+    caption_ids, rows = bench.oracle_scores(corpus, tokenizer)
+    assert rows.shape == (len(corpus), 77) and list(caption_ids) == corpus["caption_id"]
+    for row, caption, spans in zip(rows, corpus["caption"], corpus["noise_spans"]):
+        ids = tokenizer(caption, padding="max_length", max_length=77, truncation=True)["input_ids"]
+        zeroed = [token for token, score in zip(ids, row.tolist()) if score == 0.0]
+        assert tokenizer.decode(zeroed).split() == " ".join(caption[a:b] for a, b in spans).lower().split()
+        assert set(row.tolist()) <= {0.0, 1.0}
+
+
 def test_tiny_run_writes_every_recipe(bench, tmp_path):
     output = tmp_path / "quality.json"
     bench.main(["--train-ids", "16", "--test-ids", "6", "--steps", "4", "--seeds", "1", "--batch-size", "8",
-                "--auroc-captions", "16", "--threads", "1", "--workdir", str(tmp_path), "--output", str(output)])
+                "--warm-steps", "3", "--warm-ids", "8", "--auroc-captions", "16", "--threads", "1",
+                "--workdir", str(tmp_path), "--output", str(output)])
     result = json.loads(output.read_text())
     noisy, clean = result["summary"]["noisy"], result["summary"]["clean"]
-    assert set(noisy) == {"clip", "irra", "gadms"} and set(clean) == {"irra", "gadms"}
+    assert set(noisy) == {"clip", "irra", "gadms", "gadms-oracle"} and set(clean) == {"irra", "gadms"}
     for block in (noisy, clean):
         for stats in block.values():
             for metric in ("R1", "mAP", "mINP"):
                 assert math.isfinite(stats[metric]["mean"]) and 0.0 <= stats[metric]["mean"] <= 100.0
-    assert 0.0 <= noisy["gadms"]["auroc"]["mean"] <= 1.0
+    for key in ("auroc", "auroc_all_words", "occlusion_auroc"):
+        assert 0.0 <= noisy["gadms"][key]["mean"] <= 1.0
     gass = next(run["gass"] for run in result["runs"] if "gass" in run)
-    assert gass["noise_tokens"] > 0 and gass["clean_tokens"] > 0
-    # One initialisation per seed, shared by every recipe and noise rate.
+    assert -1.0 <= gass["gass_occlusion_spearman"] <= 1.0
+    assert gass["noise_tokens"] > 0 and gass["attribute_tokens"] > 0 and gass["other_tokens"] > 0
+    # One initialisation (the warm start's towers), shared by every recipe and noise rate ...
     assert len({run["init_fingerprint"] for run in result["runs"]}) == 1
+    # ... which the warm start trained: its loss log has the InfoNCE steps.
+    warm = result["warm_start"]
+    assert warm["steps"] == 3 and warm["log_history"] and 0.0 <= warm["separation"]["auroc"] <= 1.0
+    assert "warm start" in result["table"]
     assert set(result["targets"]) == {"r1_gain_over_irra", "gass_auroc", "clean_r1_loss"}

@@ -147,6 +147,24 @@ def test_cross_modal_head_structure_and_invariances():
         assert empty.shape == (0, 50) and no_targets.shape == (0,)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_labelled_positions_only_equal_every_position(depth):
+    """The last block runs at the labelled positions alone; it must give what the full encoding gives."""
+    torch.manual_seed(depth)
+    head = GADMSCrossModalHead(width=128, depth=depth, vocab_size=50).double()
+    text, image = torch.randn(3, 7, 128, dtype=torch.float64), torch.randn(3, 9, 128, dtype=torch.float64)
+    labels = torch.full((3, 7), -100)
+    labels[0, [1, 2, 6]], labels[2, 0] = torch.tensor([4, 9, 0]), 3  # row 1 has none, rows differ in count
+    text.requires_grad_(True)
+    logits, targets = head(text, image, labels)
+    selected = labels != -100
+    expected = head.mlm_head(head.encode(text, image)[selected])
+    torch.testing.assert_close(logits, expected, rtol=1e-12, atol=1e-12)
+    assert targets.tolist() == [4, 9, 0, 3]
+    grad, expected_grad = (torch.autograd.grad(out.square().sum(), text)[0] for out in (logits, expected))
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
 def test_mim_without_labelled_positions_is_zero_not_nan(model, processor):
     inputs = _training_inputs(processor)
     inputs["mim_labels"] = torch.full_like(inputs["mim_labels"], -100)

@@ -13,6 +13,7 @@ from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 from transformers import CLIPModel
 
+from gadms_hf.evaluation import retrieval
 from gadms_hf.evaluation.retrieval import (
     embed_images,
     embed_texts,
@@ -111,6 +112,54 @@ def test_equals_brute_force_on_random_problems(kind, tmp_path):
     assert np.array_equal(
         retrieve_topk(None, None, 10, similarity=similarity, chunk_size=77).numpy(), stable_top
     )
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_candidate_and_key_paths_equal_brute_force_with_ties(share, monkeypatch):
+    """`_CANDIDATE_SHARE` picks the path per chunk: 0 always the keys, 1 always the candidates."""
+    rng = np.random.default_rng(7)
+    gallery_ids = rng.integers(0, 40, size=200)
+    query_ids = rng.choice(gallery_ids, size=300)
+    # a trained model's structure (correct items score higher), on a coarse grid so that many scores tie,
+    # with both signed zeros
+    matches = gallery_ids[None, :] == query_ids[:, None]
+    similarity = (np.round((3 * matches + rng.standard_normal(matches.shape)) * 4) / 4).astype(np.float32)
+    zeros = similarity == 0
+    similarity[zeros] = np.where(rng.random(zeros.sum()) < 0.5, -0.0, 0.0)
+    assert np.signbit(similarity[zeros]).any() and (~np.signbit(similarity[zeros])).any()
+    taken = []
+    original = retrieval._candidate_ranks
+
+    def spy(*args):
+        ranks = original(*args)
+        taken.append(ranks is not None)
+        return ranks
+
+    monkeypatch.setattr(retrieval, "_CANDIDATE_SHARE", share)
+    monkeypatch.setattr(retrieval, "_candidate_ranks", spy)
+    expected = brute_force(similarity, query_ids, gallery_ids, ks=(1, 3, 10))
+    for chunk_size in (1, 17, 300):
+        actual = rank_metrics(
+            None, None, query_ids, gallery_ids, similarity=similarity, chunk_size=chunk_size, ks=(1, 3, 10)
+        )
+        assert_same(actual, expected)
+    if share == 0.0:
+        assert taken and not any(taken)
+    else:  # at the default share, a trained model's scores mostly take the candidate path
+        assert all(taken) if share == 1.0 else sum(taken) > len(taken) / 2
+    # from embeddings (the scores buffer reused across chunks) and image-to-text
+    generator = torch.Generator().manual_seed(1)
+    prototypes = torch.randn(40, 32, generator=generator)
+    queries = prototypes[query_ids] + torch.randn(300, 32, generator=generator)
+    gallery = prototypes[gallery_ids] + torch.randn(200, 32, generator=generator)
+    cosine = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(gallery, dim=-1).T
+    for direction, sim, ids in (("t2i", cosine, (query_ids, gallery_ids)), ("i2t", cosine.T, (gallery_ids, query_ids))):
+        expected = brute_force(sim.numpy(), *ids)
+        for chunk_size in (29, 1024):
+            actual = rank_metrics(
+                queries, gallery, query_ids, gallery_ids, chunk_size=chunk_size, direction=direction
+            )
+            assert_same(actual, expected)
 
 
 def test_embeddings_equal_cosine_similarity_and_string_ids():

@@ -24,6 +24,7 @@ from gadms_hf.data.synthetic import (
     generate_synth_pedes,
     load_synth_pedes,
     sample_identities,
+    token_attribute_flags,
     token_noise_flags,
     write_caption,
 )
@@ -214,6 +215,35 @@ def test_token_noise_flags_reject_bad_spans_and_respect_truncation(tokenizer):
     start = caption.index("holding")
     flags = token_noise_flags(tokenizer, caption, [[start, start + 19]], max_length=77)
     assert len(flags) == 77 and not any(flags)  # the span lies past the truncation point
+
+
+def test_token_attribute_flags_mark_described_attributes_outside_noise(tokenizer):
+    caption = "A young woman with long blonde hair wears a red t-shirt. She is wearing a blue scarf."
+    noise = caption.index("wearing a blue scarf")
+    flags = token_attribute_flags(tokenizer, caption, [[noise, noise + len("wearing a blue scarf")]])
+    ids = tokenizer(caption, padding="max_length", truncation=True, max_length=77)["input_ids"]
+    flagged = tokenizer.decode([token for token, flag in zip(ids, flags) if flag]).split()
+    # "young" is not an attribute; "blue" is a colour but inside the planted span; t-shirt is three tokens.
+    assert flagged == ["woman", "long", "blonde", "hair", "red", "t", "-", "shirt"]
+    with pytest.raises(ValueError, match="noise span"):
+        token_attribute_flags(tokenizer, "a man.", [[0, 99]])
+
+
+def test_attribute_and_noise_flags_partition_generated_captions(tokenizer):
+    """On generated captions no token is both, every clean caption has attribute tokens, and every colour
+    word of the drawing's palette outside the noise is an attribute token."""
+    config = SynthPedesConfig(num_train_ids=30, num_test_ids=4, images_per_id=2, noise_rate=0.5)
+    colours = {tokenizer.convert_tokens_to_ids(f"{c}</w>") for c in COLOURS}
+    for row in rows(config, "train"):
+        caption, spans = row["caption"], row["noise_spans"]
+        attribute = token_attribute_flags(tokenizer, caption, spans)
+        noise = token_noise_flags(tokenizer, caption, spans)
+        ids = tokenizer(caption, padding="max_length", truncation=True, max_length=77)["input_ids"]
+        assert not any(a and n for a, n in zip(attribute, noise)), caption
+        assert sum(attribute) >= 5, caption  # hair, top, bottom, shoes: colour + noun each
+        for token, a, n in zip(ids, attribute, noise):
+            if token in colours and not n:
+                assert a, (caption, tokenizer.decode([token]))
 
 
 def test_images_show_the_top_colour():

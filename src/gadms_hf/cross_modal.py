@@ -40,6 +40,15 @@ class GADMSResidualBlock(nn.Module):
         x = x + self.attn(h, h, h, need_weights=False)[0]
         return x + self.mlp(self.ln_2(x))
 
+    def forward_at(self, x: torch.Tensor, index: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The block's output (M, D) at the `present` entries of the (B, K) positions `index` only, row-major;
+        every position is still a key and value. Equal to `forward(x)` there (the MLP is position-wise)."""
+        h = self.ln_1(x)
+        rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
+        x = x[rows, index] + self.attn(h[rows, index], h, h, need_weights=False)[0]
+        x = x[present]
+        return x + self.mlp(self.ln_2(x))
+
 
 class GADMSTokenHead(nn.Module):
     """dense -> QuickGELU -> LayerNorm -> vocabulary logits."""
@@ -82,10 +91,25 @@ class GADMSCrossModalHead(nn.Module):
     def forward(
         self, text_states: torch.Tensor, image_states: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (M, vocab) and targets (M,) for the M labelled positions (labels != -100)."""
-        fused = self.encode(text_states, image_states)
+        """Logits (M, vocab) and targets (M,) for the M labelled positions (labels != -100).
+
+        Only the labelled positions' states are read, so the last block computes its queries, output
+        projection and MLP (and the final norm) at those positions alone: the same numbers as `encode`.
+        """
         selected = labels != -100
-        return self.mlm_head(fused[selected]), labels[selected]
+        counts = selected.sum(dim=1)
+        width = int(counts.max()) if counts.numel() else 0
+        if not self.blocks or width == 0:  # nothing to save (and keep the graph when nothing is labelled)
+            return self.mlm_head(self.encode(text_states, image_states)[selected]), labels[selected]
+        image = self.ln_pre_i(image_states)
+        x = self.cross_attn(self.ln_pre_t(text_states), image, image, need_weights=False)[0]
+        for block in self.blocks[:-1]:
+            x = block(x)
+        # each row's labelled positions first, ascending (a stable sort), padded to the row maximum
+        index = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+        present = torch.arange(width, device=labels.device).unsqueeze(0) < counts.unsqueeze(1)
+        fused = self.ln_post(self.blocks[-1].forward_at(x, index, present))
+        return self.mlm_head(fused), labels[selected]
 
     def _assign_init_stds(self) -> None:
         """IRRA's scheme, recorded on each leaf for the model's `_init_weights`: std width^-0.5

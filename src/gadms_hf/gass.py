@@ -10,9 +10,13 @@ of the last L text layers, GASS multiplies
 sums over layers, applies ReLU and min-max scales to [0, 1].
 
 Activations are captured by hooks on the real attention modules (so LoRA-wrapped
-projections are seen as they are), and gradients are taken with `torch.autograd.grad`
-towards those activations only: no parameter `.grad` is touched and the training loss is
-unaffected. Shipped to the Hub with the model: imports only torch.
+projections are seen as they are) during one forward without a graph. The gradient is
+needed at the end-of-text position only, and under the causal mask that position's
+activations reach the caption embedding through the same position of the layers above
+alone, so the scored layers are re-run (through the same modules) at that position, and
+`torch.autograd.grad` is taken towards its activations only: no backward through every
+token, no parameter `.grad` touched, and the training loss is unaffected. Shipped to the
+Hub with the model: imports only torch.
 """
 
 from __future__ import annotations
@@ -94,6 +98,22 @@ class _Capture:
             handle.remove()
 
 
+def _attend_one(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, num_heads: int, scale: float
+) -> torch.Tensor:
+    """Multi-head attention output (B, D), before the output projection, of one query per row (B, D)
+    over (B, T, D) keys and values, where `allowed` (B, T) is true; softmax in at least float32."""
+    batch, length, width = keys.shape
+    head_dim = width // num_heads
+    heads = query.view(batch, num_heads, 1, head_dim)
+    keys = keys.view(batch, length, num_heads, head_dim).transpose(1, 2)
+    values = values.view(batch, length, num_heads, head_dim).transpose(1, 2)
+    logits = (heads @ keys.transpose(-1, -2)) * scale
+    logits = logits.masked_fill(~allowed.view(batch, 1, 1, length), float("-inf"))
+    weights = logits.softmax(dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(values.dtype)
+    return (weights @ values).reshape(batch, width)
+
+
 @contextmanager
 def _scoring_mode(text_model: nn.Module):
     """Eval mode for the scoring pass: no dropout, and no gradient checkpointing (its
@@ -129,22 +149,47 @@ class GASSScorer:
         layers = text_model.encoder.layers[-self.num_layers :]
         captures = [_Capture(layer.self_attn) for layer in layers]
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        # A fresh leaf after the embeddings: activations require grad even for a frozen
-        # tower, and the partial backward stops there.
-        detach = text_model.embeddings.register_forward_hook(lambda m, a, out: out.detach().requires_grad_(True))
+        entering: list[torch.Tensor] = []
+        first = layers[0].register_forward_pre_hook(
+            lambda module, args, kwargs: entering.append(args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True,
+        )
+        # 1. One forward without a graph: q, k, v of every position and the residual stream entering the
+        # first scored layer.
         try:
-            with torch.enable_grad(), _scoring_mode(text_model):
+            with torch.no_grad(), _scoring_mode(text_model):
                 hidden = text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                text_embeds = text_projection(hidden[rows, eos_positions])
-                precision = torch.promote_types(text_embeds.dtype, torch.float32)
-                similarity = F.cosine_similarity(
-                    text_embeds.to(precision), image_embeds.detach().to(precision), dim=-1
-                )
-                grads = torch.autograd.grad(similarity.sum(), [c.a for c in captures])
         finally:
-            detach.remove()
+            first.remove()
             for capture in captures:
                 capture.remove()
+        # 2. dS/dA_l at end-of-text. Causal attention: the caption embedding is the end-of-text state,
+        # which no later position feeds, and A_l[e] reaches it only through position e of the layers
+        # above (its q, and its own k and v among the keys). So the scored layers are re-run at that one
+        # position, through the real modules, from a fresh leaf, with every other position's k and v
+        # held at their forward values: exactly the derivative of the full forward, without a backward
+        # through batch x length activations.
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        allowed = positions.unsqueeze(0) <= eos_positions.unsqueeze(1)
+        if attention_mask is not None:
+            allowed = allowed & attention_mask.bool()
+        with torch.enable_grad(), _scoring_mode(text_model):
+            state = entering[0][rows, eos_positions].detach().requires_grad_(True)
+            attended = []
+            for layer, capture in zip(layers, captures):
+                attention = layer.self_attn
+                normed = layer.layer_norm1(state)
+                keys = capture.k.detach().index_put((rows, eos_positions), attention.k_proj(normed))
+                values = capture.v.detach().index_put((rows, eos_positions), attention.v_proj(normed))
+                attended.append(
+                    _attend_one(attention.q_proj(normed), keys, values, allowed, attention.num_heads, attention.scale)
+                )
+                state = state + attention.out_proj(attended[-1])
+                state = state + layer.mlp(layer.layer_norm2(state))
+            text_embeds = text_projection(text_model.final_layer_norm(state))
+            precision = torch.promote_types(text_embeds.dtype, torch.float32)
+            similarity = F.cosine_similarity(text_embeds.to(precision), image_embeds.detach().to(precision), dim=-1)
+            grads = torch.autograd.grad(similarity.sum(), attended)
 
         dtype = torch.promote_types(hidden.dtype, torch.float32)
         valid = self.valid_tokens(input_ids, eos_positions)
@@ -154,7 +199,7 @@ class GASSScorer:
                 capture.q.detach().to(dtype),
                 capture.k.detach().to(dtype),
                 capture.v.detach().to(dtype),
-                grad[rows, eos_positions].to(dtype),
+                grad.to(dtype),
                 layer.self_attn.num_heads,
                 eos_positions,
                 valid,

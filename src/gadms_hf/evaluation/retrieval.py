@@ -1,13 +1,18 @@
 """Text-to-image person retrieval: embed a gallery and its queries, rank, score (SPEC section 7).
 
-The ranking never sorts a whole gallery row. Every (query, gallery item) pair gets one
-int64 key that orders it exactly as a *stable* descending sort would: the similarity's
-float32 bit pattern, made monotone, in the high 32 bits and the reversed gallery index in
-the low 32 bits (so that on equal scores the lower index ranks first). All keys of a row
-are distinct, so the 1-based rank of a correct item is one plus the number of keys above
-its own. These counts come from one `searchsorted` of the row against the row's few
-correct keys and a histogram, which is linear in the gallery size and needs no Python
-loop over queries. Work is done in chunks of queries so memory stays bounded.
+The ranking never sorts a whole gallery row. Only the items that can rank above some correct
+item matter: those scoring at least the query's lowest correct score (its "candidates"; with a
+trained model a few percent of the gallery). They are found with one comparison of the score
+chunk against that floor and sorted by (query, score descending, gallery index ascending), which
+is exactly the stable descending order of the full row restricted to them, so a correct item's
+1-based rank is its place in its query's sorted candidates.
+
+When a chunk has many candidates (a weak model, random scores), a path linear in the gallery
+size takes over: every pair gets one int64 key that orders it as a *stable* descending sort
+would (the similarity's float32 bit pattern, made monotone, in the high 32 bits and the reversed
+gallery index in the low 32), and the correct items' ranks come from one `searchsorted` of each
+row against its few correct keys and a histogram. Both are exact and need no Python loop over
+queries; work is done in chunks of queries so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -56,14 +61,24 @@ def _identity_codes(query_ids: np.ndarray, gallery_ids: np.ndarray) -> tuple[np.
     return codes[: len(query_ids)], codes[len(query_ids) :]
 
 
-def _ranking_keys(scores: torch.Tensor) -> torch.Tensor:
+# The candidate path is taken while a chunk's candidates are at most this share of its scores: each costs
+# about 40 bytes (indices, key, sort order), so memory stays within the key path's 16 bytes per score.
+_CANDIDATE_SHARE = 0.25
+
+
+def _check_finite(scores: torch.Tensor) -> None:
+    low, high = torch.aminmax(scores)  # one pass, no mask; NaN propagates into both
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise ValueError("similarities contain NaN or inf; check the embeddings (or the similarity matrix)")
+
+
+def _ranking_keys(scores: torch.Tensor, checked: bool = False) -> torch.Tensor:
     """int64 keys, one per score, whose descending order is the stable descending order of `scores`.
 
     `scores` (queries x gallery, float32, owned by the caller) is overwritten.
     """
-    low, high = torch.aminmax(scores)  # one pass, no mask; NaN propagates into both
-    if not (torch.isfinite(low) and torch.isfinite(high)):
-        raise ValueError("similarities contain NaN or inf; check the embeddings (or the similarity matrix)")
+    if not checked:
+        _check_finite(scores)
     scores.add_(0.0)  # -0.0 -> +0.0, so that the two zeros tie as they do in a float sort
     bits = scores.view(torch.int32)
     bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats: reverse their order, keep them below positives
@@ -72,6 +87,54 @@ def _ranking_keys(scores: torch.Tensor) -> torch.Tensor:
     gallery_size = scores.shape[1]
     keys |= torch.arange(gallery_size - 1, -1, -1, device=keys.device, dtype=torch.int64)
     return keys
+
+
+def _candidate_ranks(
+    scores: torch.Tensor,
+    floor: torch.Tensor,
+    counts: torch.Tensor,
+    row_codes: torch.Tensor,
+    gallery_codes: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor | None:
+    """1-based ranks (n, width) of each row's correct items, best first (padding slots hold 0), from the
+    items scoring at least `floor`, the row's lowest correct score; `None` when those are more than
+    `_CANDIDATE_SHARE` of the scores. `row_codes` / `gallery_codes` are the identity codes of the rows and
+    of the gallery; `mask` is a reusable bool buffer of at least `scores.numel()` elements."""
+    num_rows, gallery_size = scores.shape
+    candidate = torch.ge(scores, floor.unsqueeze(1), out=mask.view(-1)[: scores.numel()].view(scores.shape))
+    on_cpu = scores.device.type == "cpu"
+    # numpy counts and finds set bits several times faster than torch on the CPU
+    total = np.count_nonzero(candidate.numpy()) if on_cpu else int(torch.count_nonzero(candidate))
+    if total > _CANDIDATE_SHARE * scores.numel():
+        return None
+    if on_cpu:
+        flat = np.flatnonzero(candidate.numpy())
+        values = torch.from_numpy(scores.numpy().reshape(-1)[flat])
+        flat = torch.from_numpy(flat)
+    else:
+        flat = candidate.view(-1).nonzero().squeeze(1)
+        values = scores.view(-1)[flat]
+    rows = flat // gallery_size  # row-major: gallery index ascending within a row
+    index = flat - rows * gallery_size
+    del flat
+    bits = (values + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes +0.0, so the two zeros tie
+    bits ^= (bits >> 31) & 0x7FFFFFFF  # a signed integer in the order of the floats
+    # ascending (row, -score): ~bits reverses the order without overflow, + 2**31 makes it non-negative
+    keys = (rows << 32) | ((~bits).to(torch.int64) + 2**31)
+    order = keys.sort(stable=True).indices  # stable: equal scores keep the lower gallery index first
+    del keys, bits, values
+    rows, index = rows[order], index[order]
+    per_row = torch.bincount(rows, minlength=num_rows)
+    place = torch.arange(len(rows), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
+    # every correct item scores at least the floor, so all are here, each row's in rank order
+    found = (gallery_codes[index] == row_codes[rows]).nonzero().squeeze(1)
+    found_rows = rows[found]
+    width = int(counts.max())
+    slot = torch.arange(len(found), device=rows.device) - (counts.cumsum(0) - counts)[found_rows]
+    ranks = torch.zeros(num_rows * width, dtype=torch.int64, device=rows.device)
+    ranks[found_rows * width + slot] = place[found] + 1
+    return ranks.view(num_rows, width)
 
 
 def _check_direction(direction: str) -> None:
@@ -88,19 +151,29 @@ def _score_chunks(
     rows: np.ndarray,
     chunk_size: int,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (row indices, float32 scores of those rows against the whole gallery), one chunk at a time."""
+    """Yield (row indices, float32 scores of those rows against the whole gallery), one chunk at a time.
+
+    From embeddings, every chunk's scores are written into one buffer: a chunk is the caller's to
+    overwrite, but only until it asks for the next one.
+    """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if similarity is None:
-        query = F.normalize(torch.as_tensor(query_embeds).float(), dim=-1)
-        gallery_t = F.normalize(torch.as_tensor(gallery_embeds).float().to(query.device), dim=-1).T
+        query = F.normalize(torch.as_tensor(query_embeds).detach().float(), dim=-1)
+        gallery_t = F.normalize(torch.as_tensor(gallery_embeds).detach().float().to(query.device), dim=-1).T
+        buffer = torch.empty(min(chunk_size, len(rows)) * gallery_t.shape[1], device=query.device)
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
         if similarity is None:
-            scores = query[torch.from_numpy(chunk).to(query.device)] @ gallery_t
+            if chunk[-1] - chunk[0] == len(chunk) - 1:  # rows ascend, so these are consecutive: no copy
+                part = query[chunk[0] : chunk[-1] + 1]
+            else:
+                part = query[torch.from_numpy(chunk).to(query.device)]
+            out = buffer[: len(chunk) * gallery_t.shape[1]].view(len(chunk), gallery_t.shape[1])
+            scores = torch.mm(part, gallery_t, out=out)
         elif isinstance(similarity, torch.Tensor):
             index = torch.from_numpy(chunk).to(similarity.device)
-            scores = similarity.index_select(0, index).float()  # index_select copies: ours to overwrite
+            scores = similarity.detach().index_select(0, index).float()  # a copy: ours to overwrite
         else:
             scores = torch.from_numpy(np.asarray(similarity[chunk], dtype=np.float32))  # fancy index copies
         yield chunk, scores.contiguous()
@@ -172,7 +245,7 @@ def rank_metrics(
             so they need not be normalised. Leave both `None` when `similarity` is given.
         query_ids, gallery_ids: identity of every query / gallery item (integers or strings).
         ks: the k of each Rank-k; reported as `"R{k}"`.
-        chunk_size: queries scored at once. Extra memory is about 16 bytes x chunk_size x gallery size,
+        chunk_size: queries scored at once. Extra memory is about 17 bytes x chunk_size x gallery size,
             plus one normalised copy of the embeddings.
         similarity: a (n_query, n_gallery) score matrix (torch, numpy or numpy memmap) to rank instead of
             embeddings; it is ranked in float32.
@@ -220,10 +293,11 @@ def rank_metrics(
     hits = {k: 0 for k in ks}
     ap_sum = 0.0
     inp_sum = 0.0
+    # the candidate path's comparison buffer, allocated once: fresh pages cost as much as the comparison
+    mask = gallery_codes_t = None
     for chunk, scores in _score_chunks(query_embeds, gallery_embeds, similarity, rows, chunk_size):
-        keys = _ranking_keys(scores)
-        del scores
-        device = keys.device
+        _check_finite(scores)
+        device = scores.device
         counts = torch.from_numpy(num_correct[chunk]).to(device)
         width = int(counts.max())
         slots = torch.arange(width, device=device)
@@ -232,22 +306,39 @@ def rank_metrics(
         starts = torch.from_numpy(first_of_identity[query_codes[chunk]]).to(device)
         positions = (starts[:, None] + slots[None, :]).clamp_(max=len(gallery_by_identity) - 1)
         correct_index = torch.from_numpy(gallery_by_identity).to(device)[positions]
-        correct_keys = keys.gather(1, correct_index).masked_fill_(~valid, _INT64_MAX).sort(dim=1).values
-        # below[q, g]: how many correct keys of query q are smaller than gallery item g's key
-        below = torch.searchsorted(correct_keys, keys, out_int32=True)
-        del keys
-        below += (torch.arange(len(chunk), device=device, dtype=torch.int32) * (width + 1))[:, None]
-        histogram = torch.bincount(below.view(-1), minlength=len(chunk) * (width + 1)).view(
-            len(chunk), width + 1
-        )
-        del below
-        at_or_above = histogram.flip(1).cumsum(1).flip(1)
-        # rank of the t-th smallest correct key: 1 + number of items above it
-        ranks = (1 + at_or_above[:, 1:]).double()
-        order_in_list = (counts[:, None] - slots[None, :]).double()  # 1 for the best-ranked correct item
+        if mask is None:
+            mask = torch.empty(scores.numel(), dtype=torch.bool, device=device)
+            gallery_codes_t = torch.from_numpy(gallery_codes).to(device)
+        floor = scores.gather(1, correct_index).masked_fill_(~valid, torch.inf).amin(dim=1)
+        row_codes = torch.from_numpy(query_codes[chunk]).to(device)
+        ranks = _candidate_ranks(scores, floor, counts, row_codes, gallery_codes_t, mask)
+        if ranks is not None:
+            del scores
+            # best-ranked correct item first; padding slots hold rank 0 and are masked below
+            order_in_list = (slots[None, :] + 1).double().expand(len(chunk), width)
+            ranks = ranks.double()
+            best_rank = ranks[:, 0]
+            worst_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
+        else:
+            keys = _ranking_keys(scores, checked=True)
+            del scores
+            correct_keys = keys.gather(1, correct_index).masked_fill_(~valid, _INT64_MAX).sort(dim=1).values
+            # below[q, g]: how many correct keys of query q are smaller than gallery item g's key
+            below = torch.searchsorted(correct_keys, keys, out_int32=True)
+            del keys
+            below += (torch.arange(len(chunk), device=device, dtype=torch.int32) * (width + 1))[:, None]
+            histogram = torch.bincount(below.view(-1), minlength=len(chunk) * (width + 1)).view(
+                len(chunk), width + 1
+            )
+            del below
+            at_or_above = histogram.flip(1).cumsum(1).flip(1)
+            # rank of the t-th smallest correct key: 1 + number of items above it (worst-ranked first)
+            ranks = (1 + at_or_above[:, 1:]).double()
+            order_in_list = (counts[:, None] - slots[None, :]).double()  # 1 for the best-ranked correct item
+            best_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
+            worst_rank = ranks[:, 0]
         ap_sum += float(torch.where(valid, order_in_list / ranks, 0.0).sum(1).div(counts).sum())
-        inp_sum += float((counts / ranks[:, 0]).sum())
-        best_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
+        inp_sum += float((counts / worst_rank).sum())
         for k in ks:
             hits[k] += int((best_rank <= k).sum())
 
