@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import PrinterCallback, set_seed  # noqa: E402
 
+from gadms_hf import build_clip_tokenizer  # noqa: E402
 from gadms_hf.data.corpus import gallery_and_queries, load_corpus  # noqa: E402
 from gadms_hf.data.synthetic import token_attribute_flags, token_noise_flags  # noqa: E402
 from gadms_hf.evaluation.retrieval import evaluate_retrieval  # noqa: E402
@@ -248,10 +249,11 @@ def oracle_scores(corpus, tokenizer) -> tuple[np.ndarray, torch.Tensor]:
 
 
 def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_size: int, seed: int,
-          output_dir: str, workers: int, oracle: bool = False) -> GADMSTrainer:
+          output_dir: str, workers: int, oracle: tuple[np.ndarray, torch.Tensor] | None = None) -> GADMSTrainer:
     """`steps` optimiser steps of the model's own recipe with `GADMSTrainer`, warm-up + cosine, in process.
 
-    With `oracle`, the collator masks from a bank holding `oracle_scores` and the trainer is given no bank,
+    With `oracle` (`oracle_scores` of the corpus), the collator masks from a bank holding those rows and the
+    trainer is given no bank,
     so GASS (still computed, so the step costs the same) never overwrites it.
     """
     args = GADMSTrainingArguments(
@@ -262,13 +264,13 @@ def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_siz
     )
     processor = build_processor(ModelArguments(preset="tiny"), model.config)
     bank = make_score_bank(model, int(max(corpus["caption_id"])) + 1, args)
-    if oracle:
-        bank.write(*oracle_scores(corpus, processor.tokenizer))
+    if oracle is not None:
+        bank.write(*oracle)
     train_dataset, augmentation = prepare_train_dataset(corpus, model.config, seed)
     trainer = GADMSTrainer(
         model=model, args=args, train_dataset=train_dataset,
         data_collator=make_collator(processor, model, bank, seed), processing_class=processor,
-        score_bank=None if oracle else bank, epoch_listeners=[augmentation],
+        score_bank=None if oracle is not None else bank, epoch_listeners=[augmentation],
     )
     trainer.remove_callback(PrinterCallback)  # one summary line per run instead of the log dicts
     trainer.train()
@@ -306,14 +308,18 @@ def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple
 
 
 def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setting, corpus, benchmark,
-                       towers: dict[str, torch.Tensor] | None, workdir: str, workers: int) -> dict[str, Any]:
-    """Fine-tune one recipe from the shared start, then evaluate retrieval (and token separation for GA-DMS)."""
+                       towers: dict[str, torch.Tensor] | None, workdir: str, workers: int,
+                       oracle: tuple[np.ndarray, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Fine-tune one recipe from the shared start, then evaluate retrieval (and token separation for GA-DMS).
+
+    `oracle` (the corpus's `oracle_scores`, computed once per corpus) is used by the `gadms-oracle` recipe only.
+    """
     start = time.time()
     model = shared_init(recipe, seed, setting.train_ids, towers, setting.gass_layers)
     fingerprint = init_fingerprint(model)
     trainer = train(model, corpus, setting.steps, setting.learning_rate, setting.batch_size, seed,
                     os.path.join(workdir, f"{recipe}-noise{noise_rate}-seed{seed}"), workers,
-                    oracle=recipe == ORACLE)
+                    oracle=oracle if recipe == ORACLE else None)
     processor = build_processor(ModelArguments(preset="tiny"), model.config)
     metrics = evaluate_retrieval(model, processor, *benchmark, progress=False)
     row: dict[str, Any] = {
@@ -455,10 +461,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{warm['separation']['occlusion_auroc']:.3f} ({warm['seconds']:.0f} s)", flush=True)
         for rate in rates:
             corpus = load_training_corpus(DataArguments(synth_noise_rate=rate, **sizes), seed=0)
+            oracle = None
+            if setting.oracle and rate > 0:
+                oracle = oracle_scores(corpus, build_clip_tokenizer())
             for seed in setting.seeds:
                 for recipe in (RECIPES + ((ORACLE,) if setting.oracle else ())) if rate > 0 else CLEAN_RECIPES:
                     row = train_and_evaluate(recipe, seed, rate, setting, corpus, benchmark, towers, workdir,
-                                             args.workers)
+                                             args.workers, oracle)
                     rows.append(row)
                     print(f"  noise={rate:g} seed={seed} {recipe:12s} R1={row['R1']:.2f} mAP={row['mAP']:.2f} "
                           f"mINP={row['mINP']:.2f}" + (f" AUROC={row['auroc']:.3f}" if "auroc" in row else "")

@@ -79,6 +79,18 @@ def test_tiny_run_writes_every_recipe(bench, tmp_path):
     # One initialisation (the warm start's towers), shared by every recipe and noise rate ...
     assert len({run["init_fingerprint"] for run in result["runs"]}) == 1
     # ... which the warm start trained: its loss log has the InfoNCE steps.
+    # The oracle's bank still holds the planted truth after training (GASS never overwrote it), while
+    # GA-DMS's own bank was rewritten by GASS.
+    from gadms_hf.data.corpus import load_corpus
+    from gadms_hf.data.score_bank import TokenScoreBank
+    from gadms_hf.tokenizer import build_clip_tokenizer
+
+    corpus = load_corpus("synth-pedes", split="train", num_train_ids=16, num_test_ids=6, noise_rate=0.5)
+    caption_ids, truth = bench.oracle_scores(corpus, build_clip_tokenizer())
+    oracle_bank = TokenScoreBank.open(tmp_path / "gadms-oracle-noise0.5-seed0" / "_score_bank", readonly=True)
+    assert np.array_equal(oracle_bank.read(caption_ids).float().numpy(), truth.numpy())
+    gadms_bank = TokenScoreBank.open(tmp_path / "gadms-noise0.5-seed0" / "_score_bank", readonly=True)
+    assert not np.array_equal(gadms_bank.read(caption_ids).float().numpy(), truth.numpy())
     warm = result["warm_start"]
     assert warm["steps"] == 3 and warm["log_history"] and 0.0 <= warm["separation"]["auroc"] <= 1.0
     assert "warm start" in result["table"]
