@@ -298,8 +298,7 @@ def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple
                          noise_rate=setting.noise_rate, seed=WARM_CORPUS_SEED)
     trainer = train(model, corpus, setting.warm_steps, setting.warm_learning_rate, setting.batch_size,
                     WARM_MODEL_SEED, os.path.join(workdir, "warm-start"), workers)
-    processor = build_processor(ModelArguments(preset="tiny"), model.config)
-    metrics = evaluate_retrieval(model, processor, *benchmark, progress=False)
+    metrics = evaluate_retrieval(model, trainer.processing_class, *benchmark, progress=False)
     towers = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TOWER_PREFIXES)}
     report = {"steps": setting.warm_steps, "identities": setting.warm_ids, "log_history": loss_log(trainer),
               **{name: float(metrics[name]) for name in ("R1", "R5", "R10", "mAP", "mINP")},
@@ -320,7 +319,7 @@ def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setti
     trainer = train(model, corpus, setting.steps, setting.learning_rate, setting.batch_size, seed,
                     os.path.join(workdir, f"{recipe}-noise{noise_rate}-seed{seed}"), workers,
                     oracle=oracle if recipe == ORACLE else None)
-    processor = build_processor(ModelArguments(preset="tiny"), model.config)
+    processor = trainer.processing_class
     metrics = evaluate_retrieval(model, processor, *benchmark, progress=False)
     row: dict[str, Any] = {
         "recipe": recipe, "seed": seed, "noise_rate": noise_rate, "init_fingerprint": fingerprint,

@@ -80,13 +80,17 @@ class GADMSCrossModalHead(nn.Module):
         self.mlm_head = GADMSTokenHead(width, vocab_size, eps)
         self._assign_init_stds()
 
-    def encode(self, text_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) text, (B, N, D) image -> (B, T, D) fused text states."""
+    def _fuse(self, text_states: torch.Tensor, image_states: torch.Tensor, blocks) -> torch.Tensor:
+        """Cross-attention to the image tokens, then `blocks`, at every text position (no final norm)."""
         image = self.ln_pre_i(image_states)
         x = self.cross_attn(self.ln_pre_t(text_states), image, image, need_weights=False)[0]
-        for block in self.blocks:
+        for block in blocks:
             x = block(x)
-        return self.ln_post(x)
+        return x
+
+    def encode(self, text_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) text, (B, N, D) image -> (B, T, D) fused text states."""
+        return self.ln_post(self._fuse(text_states, image_states, self.blocks))
 
     def forward(
         self, text_states: torch.Tensor, image_states: torch.Tensor, labels: torch.Tensor
@@ -101,10 +105,7 @@ class GADMSCrossModalHead(nn.Module):
         width = int(counts.max()) if counts.numel() else 0
         if not self.blocks or width == 0:  # nothing to save (and keep the graph when nothing is labelled)
             return self.mlm_head(self.encode(text_states, image_states)[selected]), labels[selected]
-        image = self.ln_pre_i(image_states)
-        x = self.cross_attn(self.ln_pre_t(text_states), image, image, need_weights=False)[0]
-        for block in self.blocks[:-1]:
-            x = block(x)
+        x = self._fuse(text_states, image_states, self.blocks[:-1])
         # each row's labelled positions first, ascending (a stable sort), padded to the row maximum
         index = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :width]
         present = torch.arange(width, device=labels.device).unsqueeze(0) < counts.unsqueeze(1)

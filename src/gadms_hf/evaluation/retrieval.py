@@ -137,6 +137,29 @@ def _candidate_ranks(
     return ranks.view(num_rows, width)
 
 
+def _key_ranks(
+    scores: torch.Tensor, correct_index: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
+    """1-based ranks (n, width) of each row's correct items, best first (padding slots hold 0), in time
+    linear in the gallery size: one `searchsorted` of every key against the row's few correct keys and a
+    histogram. `scores` (already checked finite) is overwritten."""
+    num_rows, width = valid.shape
+    device = scores.device
+    keys = _ranking_keys(scores, checked=True)
+    correct_keys = keys.gather(1, correct_index).masked_fill_(~valid, _INT64_MAX).sort(dim=1).values
+    # below[q, g]: how many correct keys of query q are smaller than gallery item g's key
+    below = torch.searchsorted(correct_keys, keys, out_int32=True)
+    del keys
+    below += (torch.arange(num_rows, device=device, dtype=torch.int32) * (width + 1))[:, None]
+    histogram = torch.bincount(below.view(-1), minlength=num_rows * (width + 1)).view(num_rows, width + 1)
+    del below
+    # rank of the t-th smallest correct key (the worst-ranked first): 1 + number of items above it
+    worst_first = 1 + histogram.flip(1).cumsum(1).flip(1)[:, 1:]
+    slots = torch.arange(width, device=device)
+    best_first = worst_first.gather(1, (counts[:, None] - 1 - slots[None, :]).clamp_(min=0))
+    return best_first.masked_fill_(~valid, 0)
+
+
 def _check_direction(direction: str) -> None:
     if direction not in ("t2i", "i2t"):
         raise ValueError(
@@ -312,31 +335,13 @@ def rank_metrics(
         floor = scores.gather(1, correct_index).masked_fill_(~valid, torch.inf).amin(dim=1)
         row_codes = torch.from_numpy(query_codes[chunk]).to(device)
         ranks = _candidate_ranks(scores, floor, counts, row_codes, gallery_codes_t, mask)
-        if ranks is not None:
-            del scores
-            # best-ranked correct item first; padding slots hold rank 0 and are masked below
-            order_in_list = (slots[None, :] + 1).double().expand(len(chunk), width)
-            ranks = ranks.double()
-            best_rank = ranks[:, 0]
-            worst_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
-        else:
-            keys = _ranking_keys(scores, checked=True)
-            del scores
-            correct_keys = keys.gather(1, correct_index).masked_fill_(~valid, _INT64_MAX).sort(dim=1).values
-            # below[q, g]: how many correct keys of query q are smaller than gallery item g's key
-            below = torch.searchsorted(correct_keys, keys, out_int32=True)
-            del keys
-            below += (torch.arange(len(chunk), device=device, dtype=torch.int32) * (width + 1))[:, None]
-            histogram = torch.bincount(below.view(-1), minlength=len(chunk) * (width + 1)).view(
-                len(chunk), width + 1
-            )
-            del below
-            at_or_above = histogram.flip(1).cumsum(1).flip(1)
-            # rank of the t-th smallest correct key: 1 + number of items above it (worst-ranked first)
-            ranks = (1 + at_or_above[:, 1:]).double()
-            order_in_list = (counts[:, None] - slots[None, :]).double()  # 1 for the best-ranked correct item
-            best_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
-            worst_rank = ranks[:, 0]
+        if ranks is None:
+            ranks = _key_ranks(scores, correct_index, valid, counts)
+        del scores
+        ranks = ranks.double()  # best-ranked correct item first; padding slots are masked below
+        order_in_list = (slots[None, :] + 1).double().expand(len(chunk), width)
+        best_rank = ranks[:, 0]
+        worst_rank = ranks.gather(1, (counts - 1)[:, None]).squeeze(1)
         ap_sum += float(torch.where(valid, order_in_list / ranks, 0.0).sum(1).div(counts).sum())
         inp_sum += float((counts / worst_rank).sum())
         for k in ks:
