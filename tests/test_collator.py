@@ -48,12 +48,15 @@ def test_batch_layout(small_processor):
     batch = collator(feats)
     assert set(batch) == KEYS and batch["return_loss"] is True
     assert batch["pixel_values"].shape == (4, 3, H, W) and batch["pixel_values"].dtype == torch.float32
-    for key in ("input_ids", "attention_mask", "noisy_input_ids", "mim_input_ids", "mim_labels"):
-        assert batch[key].shape == (4, 77) and batch[key].dtype == torch.int64, key
-    assert batch["person_ids"].tolist() == [0, 0, 1, 1] and batch["caption_ids"].tolist() == [0, 1, 2, 3]
     expected = small_processor(text=[f["caption"] for f in feats], return_tensors="pt")
-    assert torch.equal(batch["input_ids"], expected["input_ids"])
-    assert torch.equal(batch["attention_mask"], expected["attention_mask"])
+    longest = int(expected["attention_mask"].sum(dim=1).max())
+    assert longest < 77
+    for key in ("input_ids", "attention_mask", "noisy_input_ids", "mim_input_ids", "mim_labels"):
+        assert batch[key].shape == (4, longest) and batch[key].dtype == torch.int64, key
+    assert batch["person_ids"].tolist() == [0, 0, 1, 1] and batch["caption_ids"].tolist() == [0, 1, 2, 3]
+    # the processor's 77-position layout, cut after the longest caption: the same tokens at the same positions
+    assert torch.equal(batch["input_ids"], expected["input_ids"][:, :longest])
+    assert torch.equal(batch["attention_mask"], expected["attention_mask"][:, :longest])
     assert torch.equal(batch["pixel_values"], torch.stack([f["pixel_values"] for f in feats]))
     assert ((batch["mim_labels"] != IGNORE_INDEX).sum(dim=1) >= 1).all()  # at-least-one rule
 
@@ -177,3 +180,16 @@ def test_persistent_workers_see_bank_updates(small_processor, tmp_path, context)
     bank.flush()
     second_epoch = list(loader)
     assert any((b["noisy_input_ids"] != b["input_ids"]).any() for b in second_epoch)
+
+
+def test_pad_to_max_length_keeps_the_authors_layout(small_processor):
+    """Padding to 77 adds only trailing padding: the same tokens at the same positions."""
+    feats = features(4)
+    short = GADMSCollator(small_processor, MaskingParams(), seed=0)(feats)
+    full = GADMSCollator(small_processor, MaskingParams(), seed=0, pad_to_max_length=True)(feats)
+    length = short["input_ids"].shape[1]
+    assert full["input_ids"].shape == (4, 77) and length < 77
+    for key in ("input_ids", "attention_mask"):
+        assert torch.equal(full[key][:, :length], short[key]), key
+    assert (full["attention_mask"][:, length:] == 0).all()
+

@@ -15,6 +15,19 @@ def test_presets_and_defaults():
     assert tiny.text_config.vocab_size == 49409 and tiny.gass_num_layers <= tiny.text_config.num_hidden_layers
 
 
+def test_small_preset_learns_from_random_weights_by_design():
+    """The CPU preset: 8-px patches (a 12 x 4 grid on 96 x 32), GASS on every layer of its 4-layer causal
+    tower, and a contrastive term that cannot collapse (InfoNCE with a learned scale); the paper's preset
+    keeps SDM at the fixed 50."""
+    small = GADMSConfig.small()
+    assert small.image_size == (96, 32) and small.vision_config.patch_size == 8
+    assert small.gass_num_layers == small.text_config.num_hidden_layers == 4
+    assert (small.contrastive_loss, small.learn_similarity_scale) == ("infonce", True)
+    paper = GADMSConfig.vit_b16()
+    assert (paper.contrastive_loss, paper.learn_similarity_scale) == ("sdm", False)
+    assert GADMSConfig.small(mim_loss_weight=0.5).mim_loss_weight == 0.5
+
+
 def test_round_trip_through_autoconfig(tmp_path):
     config = GADMSConfig.tiny(num_identities=5, gass_normalization="sample", mim_loss_weight=0.4)
     config.save_pretrained(tmp_path)
@@ -41,6 +54,8 @@ def test_square_int_image_size_is_accepted():
         ({"masking": "bert"}, "masking"),
         ({"contrastive_loss": "triplet"}, "contrastive_loss"),
         ({"num_identities": -1}, "num_identities"),
+        ({"similarity_scale": 0.0}, "similarity_scale"),
+        ({"similarity_scale": 150.0}, "similarity_scale"),
         ({"mask_replace_prob": 0.95, "random_replace_prob": 0.1}, "mask_replace_prob"),
     ],
 )

@@ -83,6 +83,24 @@ def test_infonce_matches_hand_value():
     assert loss.item() == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-6)
 
 
+def test_identity_aware_infonce_matches_hand_value():
+    """Two texts of one person are both targets of that person's image (half the mass each)."""
+    scale = 10.0
+    images = IMAGES / np.linalg.norm(IMAGES, axis=1, keepdims=True)
+    texts = TEXTS / np.linalg.norm(TEXTS, axis=1, keepdims=True)
+    logits = scale * images @ texts.T
+    identities = np.array([4, 4, 9])
+    target = (identities[:, None] == identities[None, :]).astype(float)
+    target /= target.sum(axis=1, keepdims=True)
+    image_to_text = -(target * _log_softmax_rows(logits)).sum(axis=1).mean()
+    text_to_image = -(target * _log_softmax_rows(logits.T)).sum(axis=1).mean()
+    loss = infonce_loss(_tensor(IMAGES), _tensor(TEXTS), scale, torch.tensor(identities))
+    assert loss.item() == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-6)
+    # one item per identity: exactly CLIP's loss
+    unique = infonce_loss(_tensor(IMAGES), _tensor(TEXTS), scale, torch.tensor([7, 1, 3]))
+    assert unique.item() == pytest.approx(infonce_loss(_tensor(IMAGES), _tensor(TEXTS), scale).item(), rel=1e-12)
+
+
 def test_id_loss_matches_hand_value():
     weight = np.array([[0.5, -1.0, 0.2], [0.1, 0.3, -0.4], [-0.2, 0.0, 0.9], [1.0, 0.5, 0.5]])
     bias = np.array([0.1, 0.0, -0.1, 0.2])

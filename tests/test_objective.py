@@ -59,6 +59,12 @@ def _numpy_sdm(image: np.ndarray, text: np.ndarray, ids: np.ndarray, scale: floa
     return total
 
 
+def _numpy_soft_cross_entropy(logits: np.ndarray, target: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -(target * log_p).sum(axis=1).mean()
+
+
 def _numpy_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -181,10 +187,36 @@ def test_clip_recipe_is_infonce_only(processor):
     image = torch.nn.functional.normalize(out.image_embeds.double(), dim=-1)
     text = torch.nn.functional.normalize(out.text_embeds.double(), dim=-1)
     logits = (50.0 * image @ text.t()).detach().numpy()
-    diagonal = np.arange(len(CAPTIONS))
-    expected = (_numpy_cross_entropy(logits, diagonal) + _numpy_cross_entropy(logits.T, diagonal)) / 2
+    # captions 0 and 1 show one person: each is a positive of the other's image, with half the mass
+    ids = np.array(PERSON_IDS)
+    target = (ids[:, None] == ids[None, :]).astype(np.float64)
+    target /= target.sum(axis=1, keepdims=True)
+    expected = (_numpy_soft_cross_entropy(logits, target) + _numpy_soft_cross_entropy(logits.T, target)) / 2
     assert out.infonce_loss.item() == pytest.approx(expected, rel=1e-5)
     torch.testing.assert_close(out.loss, out.infonce_loss)
+
+
+def test_learned_similarity_scale(processor, tmp_path):
+    """The scale starts at `similarity_scale`, scales the logits, is trained by the loss, survives
+    save/load and is clamped at CLIP's 100."""
+    model = _model("clip", learn_similarity_scale=True, similarity_scale=10.0)
+    assert model.logit_scale.item() == pytest.approx(np.log(10.0), rel=1e-6)
+    inputs = _training_inputs(processor)
+    out = model(**inputs, return_loss=True)
+    image = torch.nn.functional.normalize(out.image_embeds, dim=-1)
+    text = torch.nn.functional.normalize(out.text_embeds, dim=-1)
+    torch.testing.assert_close(out.logits_per_text, 10.0 * text @ image.t())
+    out.loss.backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(30.0))
+    model.save_pretrained(tmp_path)
+    loaded = GADMSModel.from_pretrained(tmp_path)
+    assert loaded.logit_scale.item() == pytest.approx(np.log(30.0), rel=1e-6)
+    with torch.no_grad():
+        loaded.logit_scale.fill_(np.log(500.0))
+    assert loaded.similarity_scale().item() == pytest.approx(100.0)
+    assert _model("clip").logit_scale is None and _model("clip").similarity_scale() == 50.0
 
 
 def test_irra_recipe_is_sdm_mim_id_without_gass(processor):

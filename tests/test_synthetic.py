@@ -51,7 +51,7 @@ def test_config_rejects_bad_values_naming_the_field():
     with pytest.raises(ValueError, match="unknown SynthPEDES option"):
         load_synth_pedes("train", num_training_ids=3)
     with pytest.raises(ValueError, match="unknown SynthPEDES split"):
-        load_synth_pedes("val")
+        load_synth_pedes("validation")
 
 
 def test_identities_are_distinct_disjoint_consistent_and_include_near_twins():
@@ -289,4 +289,24 @@ def test_builder_round_trip(tmp_path):
     # The public loaders read the same cache; another config builds elsewhere.
     assert load_synth_pedes("test", cache_dir=tmp_path, **SMALL)["caption"] == test["caption"]
     corpus = generate_synth_pedes(SynthPedesConfig(**SMALL, seed=1), cache_dir=tmp_path)
-    assert set(corpus) == {"train", "test"} and corpus["train"]["caption"] != train["caption"]
+    assert set(corpus) == {"train", "test", "val"} and corpus["train"]["caption"] != train["caption"]
+
+
+def test_val_split_is_held_out_like_test_and_leaves_train_and_test_unchanged(tmp_path):
+    """val: its own identities (disjoint from train and test), clean captions, test's images per identity;
+    its size (default: test's) changes no train or test image or caption."""
+    sizes = dict(num_train_ids=6, num_test_ids=3, images_per_id=2, test_images_per_id=2, noise_rate=1.0)
+    people = sample_identities(SynthPedesConfig(**sizes))
+    assert len(people["val"]) == 3
+    keys = {split: {p.key() for p in group} for split, group in people.items()}
+    assert not keys["val"] & keys["train"] and not keys["val"] & keys["test"]
+    val = list(generate_examples(SynthPedesConfig(**sizes), "val"))
+    assert len(val) == 3 * 2 * 2 and all(row["noise_spans"] == [] for _, row in val)
+    for split in ("train", "test"):
+        default = list(generate_examples(SynthPedesConfig(**sizes), split))
+        more_val = list(generate_examples(SynthPedesConfig(**sizes, num_val_ids=5), split))
+        assert [(k, r["caption"], r["image"]["bytes"]) for k, r in default] == [
+            (k, r["caption"], r["image"]["bytes"]) for k, r in more_val
+        ]
+    assert load_synth_pedes("val", cache_dir=tmp_path, **sizes).num_rows == 12
+

@@ -10,6 +10,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
 
 _NORMALISATIONS = ("batch", "sample")
+MAX_SIMILARITY_SCALE = 100.0  # CLIP's clamp of its learned logit scale
 _CONTRASTIVE = ("sdm", "infonce")
 _MASKING = ("gass", "random", "none")
 _VIT_B16_TEXT = dict(vocab_size=49409, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
@@ -50,6 +51,7 @@ class GADMSConfig(PreTrainedConfig):
     vision_config: dict | CLIPVisionConfig | None = None
     projection_dim: int = 512
     similarity_scale: float = 50.0
+    learn_similarity_scale: bool = False
     mask_token_id: int = 49408
     initializer_factor: float = 1.0
 
@@ -150,8 +152,8 @@ class GADMSConfig(PreTrainedConfig):
             raise ValueError(f"num_identities={self.num_identities} must be >= 0 (0 = no ID head)")
         if self.cross_modal_depth < 0:
             raise ValueError(f"cross_modal_depth={self.cross_modal_depth} must be >= 0")
-        if self.similarity_scale <= 0:
-            raise ValueError(f"similarity_scale={self.similarity_scale} must be positive")
+        if not 0 < self.similarity_scale <= MAX_SIMILARITY_SCALE:
+            raise ValueError(f"similarity_scale={self.similarity_scale} must be in (0, {MAX_SIMILARITY_SCALE:g}]")
         vocab = self.text_config.vocab_size
         if not 0 <= self.mask_token_id < vocab:
             raise ValueError(f"mask_token_id={self.mask_token_id} must be < text_config.vocab_size={vocab}")
@@ -196,6 +198,19 @@ class GADMSConfig(PreTrainedConfig):
         defaults = dict(projection_dim=64, gass_num_layers=2, cross_modal_depth=1)
         defaults.update(kwargs)
         return cls(text_config=text, vision_config=vision, **defaults)
+
+    @classmethod
+    def small(cls, **kwargs) -> GADMSConfig:
+        """The CPU preset that learns from random weights (`make demo`): see README "Embedded default"."""
+        text = CLIPTextConfig(vocab_size=49409, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                              num_attention_heads=4, max_position_embeddings=77, projection_dim=128)
+        vision = CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                                  num_attention_heads=4, image_size=[96, 32], patch_size=8, projection_dim=128)
+        defaults = dict(text_config=text, vision_config=vision, projection_dim=128, gass_num_layers=4,
+                        cross_modal_depth=1, contrastive_loss="infonce", learn_similarity_scale=True,
+                        similarity_scale=10.0)
+        defaults.update(kwargs)
+        return cls(**defaults)
 
 
 __all__ = ["GADMSConfig"]

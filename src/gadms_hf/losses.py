@@ -83,13 +83,29 @@ def sdm_loss(
     return loss
 
 
-def infonce_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: float) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy with the i-th image matching the i-th text."""
+def infonce_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    scale: float | torch.Tensor,
+    person_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy, image->text and text->image rows averaged.
+
+    With `person_ids` the target of each row is its identity-match distribution (uniform over the
+    batch items of the same person, as SDM's): two captions of one person are both positives, not
+    each other's negatives. With one item per identity (or no ids) this is exactly CLIP's loss.
+    Unlike SDM (KL(p || q)), the pull on a true pair (p - q) never vanishes while the towers still
+    score everything alike, which is why randomly initialised towers learn with it and not with SDM.
+    """
     image = F.normalize(_at_least_float32(image_embeds), dim=-1)
     text = F.normalize(_at_least_float32(text_embeds), dim=-1)
     logits = scale * image @ text.t()
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+    if person_ids is None:
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+    matches = (person_ids.view(-1, 1) == person_ids.view(1, -1)).to(logits.dtype)
+    target = matches / matches.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
 def id_loss(

@@ -11,6 +11,7 @@ Shipped to the Hub as remote code (`trust_remote_code=True`): only flat relative
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPPreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_gadms import GADMSConfig, image_hw
+from .configuration_gadms import MAX_SIMILARITY_SCALE, GADMSConfig, image_hw
 from .cross_modal import GADMSCrossModalHead
 from .gass import GASSScorer
 from .losses import gather_with_grad, global_identities, id_loss, infonce_loss, mim_loss, sdm_loss
@@ -158,6 +159,8 @@ class GADMSPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        if getattr(module, "logit_scale", None) is not None:
+            init.constant_(module.logit_scale, math.log(self.config.similarity_scale))
 
 
 class GADMSModel(GADMSPreTrainedModel):
@@ -187,10 +190,18 @@ class GADMSModel(GADMSPreTrainedModel):
         self.visual_projection.init_std = config.vision_config.hidden_size**-0.5 * factor
         if self.classifier is not None:
             self.classifier.init_std = 0.001
+        # Learned (log) similarity scale, for randomly initialised towers; the paper fixes it at 50.
+        self.logit_scale = nn.Parameter(torch.empty(())) if config.learn_similarity_scale else None
         self.gass = GASSScorer(config.gass_num_layers, config.gass_normalization, config.gass_pool_windows)
         self.post_init()
 
     # ----------------------------------------------------------------- embeddings
+
+    def similarity_scale(self) -> float | torch.Tensor:
+        """The scale of the cosine logits: the config's constant, or the learned one (clamped like CLIP's)."""
+        if self.logit_scale is None:
+            return self.config.similarity_scale
+        return self.logit_scale.exp().clamp(max=MAX_SIMILARITY_SCALE)
 
     def eos_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """First end-of-text position per row; by id, never argmax (the mask id is larger)."""
@@ -271,7 +282,7 @@ class GADMSModel(GADMSPreTrainedModel):
         output = GADMSOutput(
             image_embeds=image_embeds,
             text_embeds=text_embeds,
-            logits_per_text=config.similarity_scale * text_norm @ image_norm.t(),
+            logits_per_text=self.similarity_scale() * text_norm @ image_norm.t(),
         )
         if return_loss:
             self._add_losses(output, vision.last_hidden_state, hidden, mim_labels if use_mim else None, person_ids)
@@ -303,13 +314,14 @@ class GADMSModel(GADMSPreTrainedModel):
                 gather_with_grad(image_embeds),
                 gather_with_grad(text_embeds),
                 identities,
-                config.similarity_scale,
+                self.similarity_scale(),
                 config.sdm_epsilon,
             )
             losses.append(config.sdm_loss_weight * output.sdm_loss)
         else:
+            identities = None if person_ids is None else global_identities(person_ids, len(person_ids), person_ids.device)
             output.infonce_loss = infonce_loss(
-                gather_with_grad(image_embeds), gather_with_grad(text_embeds), config.similarity_scale
+                gather_with_grad(image_embeds), gather_with_grad(text_embeds), self.similarity_scale(), identities
             )
             losses.append(config.sdm_loss_weight * output.infonce_loss)
         if mim_labels is not None:

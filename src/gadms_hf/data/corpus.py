@@ -107,6 +107,7 @@ CORPORA: dict[str, CorpusInfo] = {
             expected_files=(),
             splits={
                 "train": SplitSize(images=None, identities=None),
+                "val": SplitSize(images=None, identities=None),
                 "test": SplitSize(images=None, identities=None),
             },
             description="Procedurally generated pedestrians with captions and known noise tokens (no files).",

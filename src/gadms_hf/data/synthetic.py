@@ -30,7 +30,11 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .builders._common import FEATURES
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "val")
+# Random-stream key of each split's images and captions. Key 2 is the identity stream, and the val split
+# came later: these keys keep every train and test image and caption what it was before val existed.
+_SPLIT_STREAMS = {"train": 0, "test": 1, "val": 3}
+_IDENTITY_STREAM = 2
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (30, 30, 33),
@@ -100,14 +104,17 @@ NOISE_BACKGROUNDS = (
 class SynthPedesConfig:
     """Size and difficulty of a SynthPEDES corpus (each field is also a builder-config field).
 
-    `images_per_id` is for train; `test_images_per_id` for test (the test gallery is the
-    unique test images). `sibling_rate` is the share of identities made by changing exactly
+    `images_per_id` is for train; `test_images_per_id` for test and val (their gallery is the
+    split's unique images). `val` is a held-out split drawn like `test` (its own identities, clean
+    captions, the same sibling and occlusion rates) for choosing settings and checkpoints, so that
+    `test` is read once. `num_val_ids=None` draws as many val identities as test ones. `sibling_rate` is the share of identities made by changing exactly
     one attribute of an earlier identity of the same split, so that retrieval has to read
     every attribute. `noise_rate` is the share of train captions given planted noise.
     """
 
     num_train_ids: int = 500
     num_test_ids: int = 100
+    num_val_ids: int | None = None
     images_per_id: int = 4
     test_images_per_id: int = 2
     captions_per_image: int = 2
@@ -119,9 +126,12 @@ class SynthPedesConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        sizes = ("num_train_ids", "num_test_ids", "images_per_id", "test_images_per_id", "captions_per_image")
+        sizes = ("num_train_ids", "num_test_ids", "num_val_ids", "images_per_id", "test_images_per_id",
+                 "captions_per_image")
         for name in (*sizes, "height", "width"):
             value = getattr(self, name)
+            if name == "num_val_ids" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SynthPedesConfig.{name} must be a positive int, got {value!r}")
         for name in ("noise_rate", "sibling_rate", "occlusion_rate"):
@@ -137,10 +147,13 @@ class SynthPedesConfig:
             raise ValueError(f"SynthPedesConfig.seed must be a non-negative int, got {self.seed!r}")
 
     def num_ids(self, split: str) -> int:
-        return self.num_train_ids if _split_index(split) == 0 else self.num_test_ids
+        _split_stream(split)
+        if split == "val" and self.num_val_ids is not None:
+            return self.num_val_ids
+        return self.num_train_ids if split == "train" else self.num_test_ids
 
     def num_images_per_id(self, split: str) -> int:
-        return self.images_per_id if _split_index(split) == 0 else self.test_images_per_id
+        return self.images_per_id if _split_stream(split) == 0 else self.test_images_per_id
 
 
 def synth_config_fields() -> tuple[str, ...]:
@@ -192,10 +205,10 @@ SYNTH_PEDES_FEATURES = datasets.Features(
 )
 
 
-def _split_index(split: str) -> int:
+def _split_stream(split: str) -> int:
     if split not in SPLITS:
         raise ValueError(f"unknown SynthPEDES split {split!r}; expected one of {SPLITS}")
-    return SPLITS.index(split)
+    return _SPLIT_STREAMS[split]
 
 
 def _choice(rng: np.random.Generator, options: Sequence[Any], p: Sequence[float] | None = None) -> Any:
@@ -301,7 +314,7 @@ def _sibling_of(rng: np.random.Generator, parent: PedestrianIdentity) -> dict[st
 
 def sample_identities(config: SynthPedesConfig) -> dict[str, list[PedestrianIdentity]]:
     """The identities of both splits, all with distinct captioned attributes, so splits are disjoint."""
-    rng = _rng(config.seed, len(SPLITS))  # a stream of its own, beside the per-split image streams
+    rng = _rng(config.seed, _IDENTITY_STREAM)  # a stream of its own, beside the per-split image streams
     seen: set[tuple[Any, ...]] = set()
     result: dict[str, list[PedestrianIdentity]] = {}
     for split in SPLITS:
@@ -977,7 +990,7 @@ def generate_examples(
     One row per caption; ids are positional (image_id = person_id * images_per_id + k,
     caption_id = image_id * captions_per_image + j), so they are stable across runs and shards.
     """
-    split_index = _split_index(split)
+    stream = _split_stream(split)
     people = sample_identities(config)[split]
     per_id, per_image = config.num_images_per_id(split), config.captions_per_image
     noise_rate = config.noise_rate if split == "train" else 0.0
@@ -990,13 +1003,13 @@ def generate_examples(
             person = people[person_id]
             for k in range(per_id):
                 image_id = person_id * per_id + k
-                draw_rng = _rng(config.seed, split_index, person_id, k, 0)
+                draw_rng = _rng(config.seed, stream, person_id, k, 0)
                 image = draw_pedestrian(person, draw_rng, config.height, config.width, config.occlusion_rate)
                 png = _png_bytes(image)
                 for j in range(per_image):
-                    noise_rng = _rng(config.seed, split_index, person_id, k, 2 + 2 * j)
+                    noise_rng = _rng(config.seed, stream, person_id, k, 2 + 2 * j)
                     noisy = noise_rng.random() < noise_rate
-                    caption_rng = _rng(config.seed, split_index, person_id, k, 1 + 2 * j)
+                    caption_rng = _rng(config.seed, stream, person_id, k, 1 + 2 * j)
                     caption, spans = write_caption(person, caption_rng, noise_rng if noisy else None)
                     caption_id = image_id * per_image + j
                     yield (
@@ -1060,7 +1073,7 @@ def load_synth_pedes(
 ) -> datasets.Dataset:
     """One split ("train" or "test") of SynthPEDES; `overrides` are `SynthPedesConfig` fields
     (e.g. `num_train_ids=50`), the rest as in `generate_synth_pedes`."""
-    _split_index(split)
+    _split_stream(split)
     return _prepared_builder(cache_dir, overrides, num_proc, download_mode).as_dataset(split=split)
 
 

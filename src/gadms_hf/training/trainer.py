@@ -89,6 +89,9 @@ class GADMSTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def _write_bank(self, caption_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        # Batches are padded to their longest caption: positions past it score 0, as GASS scores padding.
+        # Full rows also give every rank the same shape for the gather.
+        scores = nn.functional.pad(scores, (0, self.score_bank.text_length - scores.shape[1]))
         caption_ids = self.accelerator.gather(caption_ids.to(scores.device))
         scores = self.accelerator.gather(scores.float().contiguous())
         if self.args.local_process_index == 0:
@@ -125,6 +128,8 @@ class GADMSTrainer(Trainer):
                 lr *= args.new_module_lr_factor
             if name.endswith("bias"):
                 lr, decay = lr * args.bias_lr_factor, bias_decay
+            if name.endswith("logit_scale"):
+                decay = 0.0  # decay would pull the learned scale towards 1, as CLIP's training avoids
             groups[(lr, decay)].append(param)
         param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
         optimizer_cls = torch.optim.Adam if args.optimizer_name == "adam" else torch.optim.AdamW

@@ -46,8 +46,8 @@ class SynthPedesBuilderConfig(datasets.BuilderConfig, SynthPedesConfig):
 
 
 class SynthPedes(datasets.GeneratorBasedBuilder):
-    """SynthPEDES: `train` (captions with planted, span-annotated noise) and `test` (clean captions),
-    with disjoint identities.
+    """SynthPEDES: `train` (captions with planted, span-annotated noise), `test` and `val` (clean
+    captions), with disjoint identities.
 
     Example: `builder = SynthPedes(cache_dir=..., num_train_ids=50); builder.download_and_prepare();
     builder.as_dataset("train")`.
@@ -72,7 +72,7 @@ class SynthPedes(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
         config = self.config.synth_config()
         generators = []
-        for name, split in (("train", datasets.Split.TRAIN), ("test", datasets.Split.TEST)):
+        for name, split in (("train", datasets.Split.TRAIN), ("test", datasets.Split.TEST), ("val", "val")):
             count = config.num_ids(name)
             ranges = [
                 (start, min(start + _PERSONS_PER_SHARD, count))
