@@ -375,3 +375,11 @@ def test_webperson_hub_form_wrong_columns(tmp_path):
         FileNotFoundError, match="typo is not a folder"
     ):  # a missing path is not taken for a Hub id
         load_corpus("webperson", data_dir=tmp_path / "typo", cache_dir=tmp_path / "cache")
+
+
+def test_annotation_file_that_is_not_utf8_is_named(tmp_path):
+    root = make_cuhk(tmp_path / "cuhk")
+    text = (root / "reid_raw.json").read_text().replace("a man in a red coat.", "a man in a café coat.")
+    (root / "reid_raw.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"reid_raw\.json is not UTF-8 text.*byte 0xe9 at offset \d+"):
+        load_corpus("cuhk-pedes", data_dir=root, cache_dir=tmp_path / "cache")

@@ -134,6 +134,11 @@ def read_json_list(path: Path, layout: str) -> list[Any]:
             entries = json.load(file)
         except json.JSONDecodeError as error:
             raise ValueError(f"Annotation file {path} is not valid JSON: {error}") from error
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"Annotation file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                f"{error.start}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+            ) from error
     if not isinstance(entries, list):
         raise ValueError(f"Annotation file {path} must hold a JSON list, got {type(entries).__name__}.")
     return entries
