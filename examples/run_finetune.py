@@ -40,15 +40,16 @@ from gadms_hf.training.model_card import write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
+    check_model_source,
     format_metrics_table,
     load_eval_benchmarks,
     load_training_corpus,
     make_collator,
     make_score_bank,
-    parse_script_args,
     prepare_train_dataset,
     setup_logging,
 )
+from gadms_hf.training.script_args import exit_on_bad_input, parse_script_args
 from gadms_hf.training.trainer import GADMSTrainer
 
 logger = logging.getLogger("gadms_hf")
@@ -107,28 +108,31 @@ def apply_finetune_defaults(model_args: ModelArguments, data_args: DataArguments
 
 def main() -> dict:
     start = time.time()
-    model_args, data_args, ft_args, training_args = parse_args()
-    setup_logging(training_args)
-    apply_finetune_defaults(model_args, data_args, ft_args)
-    set_seed(training_args.seed)
+    with exit_on_bad_input("run_finetune.py"):
+        model_args, data_args, ft_args, training_args = parse_args()
+        setup_logging(training_args)
+        apply_finetune_defaults(model_args, data_args, ft_args)
+        set_seed(training_args.seed)
+        if model_args.model_name_or_path is not None:
+            check_model_source(model_args.model_name_or_path)
 
-    train_corpus = load_training_corpus(data_args, training_args.seed)
-    ids = train_corpus.select_columns(["person_id", "caption_id"]).with_format("numpy")[:]
-    num_identities = int(ids["person_id"].max()) + 1
-    num_captions = int(ids["caption_id"].max()) + 1
-    logger.info("fine-tuning on %s: %d captions, %d identities (ID head classes)",
-                data_args.dataset_name, len(train_corpus), num_identities)
-    # The CLIP recipe has no ID loss, so no classifier (an unused head would break DDP).
-    model = build_model(model_args, num_identities=0 if model_args.recipe == "clip" else num_identities)
-    processor = build_processor(model_args, model.config)
-    bank = make_score_bank(model, num_captions, training_args)
-    collator = make_collator(processor, model, bank, training_args.seed)
-    if ft_args.lora_r:
-        from gadms_hf.training.lora import apply_lora
+        train_corpus = load_training_corpus(data_args, training_args.seed)
+        ids = train_corpus.select_columns(["person_id", "caption_id"]).with_format("numpy")[:]
+        num_identities = int(ids["person_id"].max()) + 1
+        num_captions = int(ids["caption_id"].max()) + 1
+        logger.info("fine-tuning on %s: %d captions, %d identities (ID head classes)",
+                    data_args.dataset_name, len(train_corpus), num_identities)
+        # The CLIP recipe has no ID loss, so no classifier (an unused head would break DDP).
+        model = build_model(model_args, num_identities=0 if model_args.recipe == "clip" else num_identities)
+        processor = build_processor(model_args, model.config)
+        bank = make_score_bank(model, num_captions, training_args)
+        collator = make_collator(processor, model, bank, training_args.seed)
+        if ft_args.lora_r:
+            from gadms_hf.training.lora import apply_lora
 
-        model = apply_lora(model, ft_args.lora_r, ft_args.lora_alpha, ft_args.lora_dropout,
-                           ft_args.lora_target_modules)
-    benchmarks = load_eval_benchmarks(data_args)
+            model = apply_lora(model, ft_args.lora_r, ft_args.lora_alpha, ft_args.lora_dropout,
+                               ft_args.lora_target_modules)
+        benchmarks = load_eval_benchmarks(data_args)
 
     train_dataset, augmentation = prepare_train_dataset(train_corpus, model.config, training_args.seed)
     trainer = GADMSTrainer(

@@ -28,15 +28,16 @@ from gadms_hf.training.model_card import write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
+    check_model_source,
     format_metrics_table,
     load_eval_benchmarks,
     load_training_corpus,
     make_collator,
     make_score_bank,
-    parse_script_args,
     prepare_train_dataset,
     setup_logging,
 )
+from gadms_hf.training.script_args import exit_on_bad_input, parse_script_args
 from gadms_hf.training.trainer import GADMSTrainer
 
 logger = logging.getLogger("gadms_hf")
@@ -68,18 +69,20 @@ def parse_args() -> tuple[ModelArguments, DataArguments, GADMSTrainingArguments]
 
 def main() -> dict:
     start = time.time()
-    model_args, data_args, training_args = parse_args()
-    setup_logging(training_args)
-    set_seed(training_args.seed)
-
-    train_corpus = load_training_corpus(data_args, training_args.seed)
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("--streaming needs --max_steps > 0 (a stream has no length)")
-    model = build_model(model_args, num_identities=0)  # pretraining: no ID head (SPEC section 6)
-    processor = build_processor(model_args, model.config)
-    num_captions = _num_captions(train_corpus, data_args)
-    bank = make_score_bank(model, num_captions, training_args)
-    benchmarks = load_eval_benchmarks(data_args)
+    with exit_on_bad_input("run_pretrain.py"):
+        model_args, data_args, training_args = parse_args()
+        setup_logging(training_args)
+        set_seed(training_args.seed)
+        if data_args.streaming and training_args.max_steps <= 0:
+            raise ValueError("--streaming needs --max_steps > 0 (a stream has no length)")
+        if model_args.model_name_or_path is not None:
+            check_model_source(model_args.model_name_or_path)
+        train_corpus = load_training_corpus(data_args, training_args.seed)
+        model = build_model(model_args, num_identities=0)  # pretraining: no ID head (SPEC section 6)
+        processor = build_processor(model_args, model.config)
+        num_captions = _num_captions(train_corpus, data_args)
+        bank = make_score_bank(model, num_captions, training_args)
+        benchmarks = load_eval_benchmarks(data_args)
 
     train_dataset, augmentation = prepare_train_dataset(train_corpus, model.config, training_args.seed)
     trainer = GADMSTrainer(

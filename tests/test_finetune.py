@@ -250,3 +250,22 @@ def test_finetune_defaults_and_argument_errors():
     ]
     with pytest.raises(ValueError, match="--lora_r=-1"):
         FinetuneArguments(lora_r=-1)
+
+
+def test_fine_tuning_a_fine_tuned_model_with_other_identities_gets_a_fresh_id_head(tmp_path, caplog):
+    import logging
+
+    from gadms_hf.training.pipeline import build_model
+
+    torch.manual_seed(0)
+    GADMSModel(GADMSConfig.tiny(num_identities=NUM_TRAIN_IDS)).save_pretrained(tmp_path / "fine-tuned")
+    saved = GADMSModel.from_pretrained(tmp_path / "fine-tuned")
+    with caplog.at_level(logging.INFO, logger="gadms_hf"):
+        model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "fine-tuned")), num_identities=5)
+    assert model.classifier.out_features == 5 and model.config.num_identities == 5
+    assert f"fresh ID head: 5 identities (the checkpoint's head had {NUM_TRAIN_IDS})" in caplog.text
+    for name, value in saved.state_dict().items():  # everything but the head is the checkpoint's
+        if not name.startswith("classifier."):
+            torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+    same = build_model(ModelArguments(model_name_or_path=str(tmp_path / "fine-tuned")), num_identities=NUM_TRAIN_IDS)
+    torch.testing.assert_close(same.classifier.weight, saved.classifier.weight)
