@@ -120,9 +120,11 @@ def test_no_gass_runs_the_irra_recipe_and_evaluates_during_training(tmp_path, da
         assert entry["loss"] == pytest.approx(expected, rel=2e-3)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     evaluated = [entry for entry in history if "eval_synth-pedes_R1" in entry]
-    assert [entry["step"] for entry in evaluated] == [2, 4]
-    final = json.loads((out / "retrieval_metrics.json").read_text())["results"]["synth-pedes"]
-    assert final["mAP"] == evaluated[-1]["eval_synth-pedes_mAP"]
+    assert [entry["step"] for entry in evaluated] == [2, 4]  # on the selection split
+    best = json.loads((out / "best_synth-pedes" / "retrieval_metrics.json").read_text())
+    record = json.loads((out / "retrieval_metrics.json").read_text())
+    assert record["results"]["synth-pedes"] == best["test"]  # test: once, on the selected model
+    assert "best_synth-pedes" in record["evaluated_model"]["synth-pedes"]
 
 
 def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache):

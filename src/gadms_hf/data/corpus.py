@@ -115,6 +115,17 @@ CORPORA: dict[str, CorpusInfo] = {
     )
 }
 
+def corpus_splits(name: str) -> tuple[str, ...]:
+    """The splits a corpus has (SynthPEDES: those its generator makes)."""
+    if name not in CORPORA:
+        raise ValueError(f"Unknown corpus {name!r}; expected one of {sorted(CORPORA)}.")
+    if CORPORA[name].builder is None:
+        from .synthetic import SPLITS
+
+        return tuple(SPLITS)
+    return tuple(CORPORA[name].splits)
+
+
 # load_corpus keyword arguments that go to `download_and_prepare` rather than to the builder's config.
 _PREPARE_KWARGS = ("num_proc", "download_mode")
 
@@ -213,4 +224,4 @@ def gallery_and_queries(dataset: datasets.Dataset) -> tuple[datasets.Dataset, da
     return gallery, dataset.select_columns(_QUERY_COLUMNS)
 
 
-__all__ = ["CORPORA", "CorpusInfo", "SplitSize", "gallery_and_queries", "load_corpus"]
+__all__ = ["CORPORA", "CorpusInfo", "SplitSize", "corpus_splits", "gallery_and_queries", "load_corpus"]

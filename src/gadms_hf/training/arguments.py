@@ -55,7 +55,18 @@ class DataArguments:
     eval_data_dir: str | None = field(
         default=None, metadata={"help": "Folder holding one sub-folder per benchmark (CUHK-PEDES/, ICFG-PEDES/, ...)."}
     )
-    eval_split: str = field(default="test", metadata={"help": "Benchmark split to evaluate on."})
+    eval_split: str = field(
+        default="test", metadata={"help": "Benchmark split evaluated once, at the end, on the selected model."}
+    )
+    selection_split: str = field(
+        default="val",
+        metadata={"help": "Split on which --eval_steps evaluations select the best model (best_<benchmark>/). A "
+                  "corpus without it (ICFG-PEDES, WebPerson) holds out --holdout_fraction of its training "
+                  "identities instead. 'test' is possible but the final number is then not a test result."},
+    )
+    holdout_fraction: float = field(
+        default=0.05, metadata={"help": "Share of training identities held out for selection (at least 2)."}
+    )
     synth_num_train_ids: int | None = field(default=None, metadata={"help": "SynthPEDES training identities."})
     synth_num_test_ids: int | None = field(default=None, metadata={"help": "SynthPEDES test identities."})
     synth_noise_rate: float | None = field(

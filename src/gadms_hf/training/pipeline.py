@@ -17,6 +17,7 @@ import torch
 import transformers
 
 from ..configuration_gadms import GADMSConfig
+from ..data.caption_length import count_cut_captions
 from ..data.collator import GADMSCollator
 from ..data.score_bank import TokenScoreBank
 from ..data.transforms import ImageColumnTransform, apply_transform
@@ -146,7 +147,7 @@ def load_training_corpus(data_args: DataArguments, seed: int):
 
     kwargs = {}
     if data_args.dataset_name == "synth-pedes":
-        kwargs = _synth_overrides(data_args)
+        kwargs = synth_overrides(data_args)
     dataset = load_corpus(data_args.dataset_name, data_dir=data_args.data_dir, split="train",
                           streaming=data_args.streaming, **kwargs)
     if data_args.max_train_samples is not None:
@@ -155,7 +156,19 @@ def load_training_corpus(data_args: DataArguments, seed: int):
     return dataset
 
 
-def _synth_overrides(data_args: DataArguments) -> dict:
+def report_cut_captions(corpora: dict[str, datasets.Dataset | datasets.IterableDataset], tokenizer) -> None:
+    """Log, per corpus, how many captions the 77-token window cuts (a warning when any is)."""
+    for name, dataset in corpora.items():
+        if not isinstance(dataset, datasets.Dataset):
+            logger.info("%s is streamed: captions longer than %d tokens are cut without being counted", name,
+                        TEXT_LENGTH)
+            continue
+        cut, total = count_cut_captions(dataset, tokenizer, TEXT_LENGTH)
+        logger.log(logging.WARNING if cut else logging.INFO,
+                   "%d of %d captions longer than %d tokens were cut (%s)", cut, total, TEXT_LENGTH, name)
+
+
+def synth_overrides(data_args: DataArguments) -> dict:
     mapping = {"num_train_ids": data_args.synth_num_train_ids, "num_test_ids": data_args.synth_num_test_ids,
                "noise_rate": data_args.synth_noise_rate}
     return {key: value for key, value in mapping.items() if value is not None}
@@ -167,7 +180,7 @@ def load_eval_benchmarks(data_args: DataArguments) -> dict[str, tuple]:
 
     benchmarks = {}
     for name in data_args.eval_benchmarks:
-        kwargs = _synth_overrides(data_args) if name == "synth-pedes" else {}
+        kwargs = synth_overrides(data_args) if name == "synth-pedes" else {}
         data_dir = None
         if name != "synth-pedes":
             data_dir = benchmark_dir(name, data_args.eval_data_dir)
@@ -237,6 +250,7 @@ __all__ = [
     "loading_model_from",
     "load_training_corpus",
     "load_eval_benchmarks",
+    "report_cut_captions",
     "make_score_bank",
     "make_collator",
     "prepare_train_dataset",
