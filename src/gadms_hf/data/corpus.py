@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from .builders._common import PedesBenchmarkBuilder
 from .builders.cuhk_pedes import CuhkPedes
 from .builders.icfg_pedes import IcfgPedes
 from .builders.rstpreid import RstpReid
@@ -46,8 +47,11 @@ class CorpusInfo:
     notes: str = field(default="")
 
     def missing_files(self, data_dir: str | os.PathLike) -> list[Path]:
-        """The expected files or folders absent from ``data_dir`` (empty when the corpus looks complete)."""
+        """The expected files or folders absent from ``data_dir`` (empty when the corpus looks complete);
+        a benchmark's accepted variants (another annotation name, no ``imgs/`` level) count as present."""
         root = Path(data_dir)
+        if isinstance(self.builder, type) and issubclass(self.builder, PedesBenchmarkBuilder):
+            return self.builder.missing_inputs(root)
         return [
             root / name
             for name in self.expected_files
