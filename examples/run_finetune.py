@@ -121,10 +121,10 @@ def main() -> dict:
             check_model_source(model_args.model_name_or_path)
 
         train_corpus = load_training_corpus(data_args, training_args.seed)
-        selection = {}
+        selection, selection_splits = {}, {}
         if training_args.eval_steps:  # before the ID head is sized: held-out identities leave the training set
-            selection, train_corpus = load_selection_benchmarks(data_args, train_corpus, training_args.seed,
-                                                                training_args.output_dir, training_args.should_save)
+            selection, train_corpus, selection_splits = load_selection_benchmarks(
+                data_args, train_corpus, training_args.seed, training_args.output_dir, training_args.should_save)
         ids = train_corpus.select_columns(["person_id", "caption_id"]).with_format("numpy")[:]
         num_identities = int(ids["person_id"].max()) + 1
         num_captions = int(ids["caption_id"].max()) + 1
@@ -160,7 +160,7 @@ def main() -> dict:
     if selection:
         callback = RetrievalEvalCallback(trainer, selection, processor, eval_steps=int(training_args.eval_steps),
                                          batch_size=training_args.per_device_eval_batch_size,
-                                         split=data_args.selection_split)
+                                         split=selection_splits)
         trainer.add_callback(callback)
     resume = training_args.resume_from_checkpoint
     if resume is None and os.path.isdir(training_args.output_dir):

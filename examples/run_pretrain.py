@@ -80,10 +80,10 @@ def main() -> dict:
         if model_args.model_name_or_path is not None:
             check_model_source(model_args.model_name_or_path)
         train_corpus = load_training_corpus(data_args, training_args.seed)
-        selection = {}
+        selection, selection_splits = {}, {}
         if training_args.eval_steps:
-            selection, train_corpus = load_selection_benchmarks(data_args, train_corpus, training_args.seed,
-                                                                training_args.output_dir, training_args.should_save)
+            selection, train_corpus, selection_splits = load_selection_benchmarks(
+                data_args, train_corpus, training_args.seed, training_args.output_dir, training_args.should_save)
         model = build_model(model_args, num_identities=0)  # pretraining: no ID head (SPEC section 6)
         processor = build_processor(model_args, model.config)
         num_captions = _num_captions(train_corpus, data_args)
@@ -108,7 +108,7 @@ def main() -> dict:
     if selection:
         callback = RetrievalEvalCallback(trainer, selection, processor, eval_steps=int(training_args.eval_steps),
                                          batch_size=training_args.per_device_eval_batch_size,
-                                         split=data_args.selection_split)
+                                         split=selection_splits)
         trainer.add_callback(callback)
     resume = training_args.resume_from_checkpoint
     if resume is None and os.path.isdir(training_args.output_dir):

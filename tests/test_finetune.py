@@ -129,8 +129,8 @@ def test_no_gass_runs_the_irra_recipe_and_evaluates_during_training(tmp_path, da
 
 def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache):
     out = tmp_path / "lora"
-    _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2"],
-         datasets_cache)
+    _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2",
+          "--eval_steps", "2"], datasets_cache)
 
     for folder in (out / ADAPTER_SUBDIR, out / "checkpoint-2"):
         assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
@@ -139,10 +139,16 @@ def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache)
     adapter = json.loads((out / ADAPTER_SUBDIR / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
     assert sorted(adapter["modules_to_save"]) == ["classifier", "cross_modal"]
+    # with --eval_steps, identities held out for selection (SynthPEDES without a val split) are not trained on
+    selection = json.loads((out / "selection_split.json").read_text())["synth-pedes"]
+    trained_ids = NUM_TRAIN_IDS - len(selection.get("person_ids", []))
     model = AutoModel.from_pretrained(out)
-    assert type(model) is GADMSModel and model.config.num_identities == NUM_TRAIN_IDS
+    assert type(model) is GADMSModel and model.config.num_identities == trained_ids
     assert not any(type(module).__module__.startswith("peft.") for module in model.modules())
     assert json.loads((out / "retrieval_metrics.json").read_text())["lora_r"] == 4
+    best = AutoModel.from_pretrained(out / "best_synth-pedes")  # the selected model, saved merged
+    assert type(best) is GADMSModel and not (out / "best_synth-pedes" / "adapter_config.json").exists()
+    assert not any(type(module).__module__.startswith("peft.") for module in best.modules())
 
 
 def _lora_trainer(tmp_path: Path, synth_train, processor, output: str, **overrides) -> GADMSTrainer:

@@ -65,8 +65,8 @@ def test_selection_uses_val_where_the_corpus_has_one(tmp_path):
     make_rstp(tmp_path / "bench" / "RSTPReid")
     args = DataArguments(dataset_name="synth-pedes", eval_benchmarks=["cuhk-pedes", "rstpreid"],
                          eval_data_dir=str(tmp_path / "bench"))
-    benchmarks, train = load_selection_benchmarks(args, None, seed=0, output_dir=str(tmp_path / "out"))
-    assert train is None
+    benchmarks, train, splits = load_selection_benchmarks(args, None, seed=0, output_dir=str(tmp_path / "out"))
+    assert train is None and splits == {"cuhk-pedes": "val", "rstpreid": "val"}
     gallery, queries = benchmarks["cuhk-pedes"]
     assert queries["caption"] == ["an old man with a cane.", "grey hair, cane."]  # CUHK-PEDES's val entry
     assert benchmarks["rstpreid"][1]["caption"] == ["first of 0008_c1.jpg", "second of 0008_c1.jpg"]
@@ -82,7 +82,8 @@ def test_a_corpus_without_val_holds_out_training_identities_and_records_them(tmp
 
     train = load_corpus("icfg-pedes", data_dir=root, split="train")
     with caplog.at_level(logging.WARNING):
-        benchmarks, rest = load_selection_benchmarks(args, train, seed=3, output_dir=str(tmp_path / "out"))
+        benchmarks, rest, splits = load_selection_benchmarks(args, train, seed=3, output_dir=str(tmp_path / "out"))
+    assert splits == {"icfg-pedes": "val (identities held out of train)"}
     record = json.loads((tmp_path / "out" / SELECTION_RECORD).read_text())["icfg-pedes"]
     held = record["person_ids"]
     assert record["split"] == "train, identities held out" and record["seed"] == 3 and len(held) == 2
@@ -93,7 +94,8 @@ def test_a_corpus_without_val_holds_out_training_identities_and_records_them(tmp
     assert rest.num_rows == train.num_rows - 4 and sorted(set(rest["person_id"])) == list(range(8))
     assert not set(rest["image_path"]) & set(train.filter(lambda r: r["person_id"] in held)["image_path"])
     assert "2 of 10 training identities of icfg-pedes held out" in caplog.text
-    again, _ = load_selection_benchmarks(args, train, seed=3, output_dir=str(tmp_path / "again"))
+    assert "removed from training" in caplog.text
+    again, _, _ = load_selection_benchmarks(args, train, seed=3, output_dir=str(tmp_path / "again"))
     assert again["icfg-pedes"][0]["image_id"] == gallery["image_id"]  # seeded: the same identities
 
 

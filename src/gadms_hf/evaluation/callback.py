@@ -48,8 +48,9 @@ class RetrievalEvalCallback(TrainerCallback):
         processor: a `GADMSProcessor`; defaults to `trainer.processing_class`.
         eval_steps: evaluate every this many optimizer steps; `None`: only when training ends.
         metric_for_best: which result decides the best model (`"R1"` by default).
-        split: the split the benchmarks come from, recorded with the best model; `"test"` is allowed
-            but warned about (a model selected on test has no unbiased test score left).
+        split: the split the benchmarks come from (one name, or one per benchmark), recorded with the
+            best model; `"test"` is allowed but warned about (a model selected on test has no unbiased
+            test score left).
 
     Only the main process evaluates (the others wait at their next synchronisation), so the model
     must not be sharded (no FSDP / DeepSpeed ZeRO-3). The best score so far lives in this object:
@@ -68,7 +69,7 @@ class RetrievalEvalCallback(TrainerCallback):
         metric_for_best: str = "R1",
         save_best: bool = True,
         progress: bool = False,
-        split: str = "val",
+        split: str | Mapping[str, str] = "val",
     ):
         if not benchmarks:
             raise ValueError("benchmarks is empty: give at least one name -> (gallery, queries)")
@@ -106,7 +107,7 @@ class RetrievalEvalCallback(TrainerCallback):
         self.best_step: dict[str, int] = {}
         self.best_dirs: dict[str, Path] = {}
         self._last_evaluated_step: int | None = None
-        if split == "test":
+        if "test" in ((split,) if isinstance(split, str) else split.values()):
             logger.warning(
                 "RetrievalEvalCallback is selecting the best model on the TEST split: the score of the selected "
                 "model on that split is then not a test result (it was used as validation). Select on a "
@@ -138,8 +139,11 @@ class RetrievalEvalCallback(TrainerCallback):
                 self.best_step[name] = state.global_step
                 if self.save_best:
                     self.best_dirs[name] = Path(args.output_dir) / f"best_{name}"
-                    self._save(self.best_dirs[name], model, metrics, state.global_step)
+                    self._save(name, model, metrics, state.global_step)
         self.trainer.log(logs)
+
+    def split_of(self, name: str) -> str:
+        return self.split if isinstance(self.split, str) else self.split[name]
 
     def record_test(self, name: str, metrics: Mapping[str, float]) -> None:
         """Add the saved best model's test metrics (evaluated once, after training) to its record."""
@@ -148,12 +152,13 @@ class RetrievalEvalCallback(TrainerCallback):
         record["test"] = {key: float(value) for key, value in metrics.items()}
         path.write_text(json.dumps(record, indent=2) + "\n")
 
-    def _save(self, directory: Path, model: Any, metrics: dict[str, float], step: int) -> None:
+    def _save(self, name: str, model: Any, metrics: dict[str, float], step: int) -> None:
+        directory = self.best_dirs[name]
         if hasattr(model, "merge_and_unload"):  # PEFT: a merged copy, the training model keeps its adapters
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
-        record = {"step": step, "split": self.split, "metric_for_best": self.metric_for_best, **metrics}
+        record = {"step": step, "split": self.split_of(name), "metric_for_best": self.metric_for_best, **metrics}
         (directory / "retrieval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         logger.info(
             "new best %s=%.2f at step %d, saved to %s",

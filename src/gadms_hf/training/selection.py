@@ -30,10 +30,11 @@ SELECTION_RECORD = "selection_split.json"
 
 
 def load_selection_benchmarks(data_args: DataArguments, train_corpus: datasets.Dataset | None, seed: int,
-                              output_dir: str, write_record: bool = True) -> tuple[dict[str, tuple], object]:
-    """name -> (gallery, queries) of the selection split of every evaluation benchmark, and the training
-    corpus, without the held-out identities when one of them was held out of it."""
-    split, benchmarks, record = data_args.selection_split, {}, {}
+                              output_dir: str, write_record: bool = True
+                              ) -> tuple[dict[str, tuple], object, dict[str, str]]:
+    """name -> (gallery, queries) of the selection split of every evaluation benchmark; the training corpus,
+    without the held-out identities when some were held out of it; name -> what the selection split is."""
+    split, benchmarks, record, labels = data_args.selection_split, {}, {}, {}
     for name in data_args.eval_benchmarks:
         kwargs = synth_overrides(data_args) if name == "synth-pedes" else {}
         data_dir = None if name == "synth-pedes" else benchmark_dir(name, data_args.eval_data_dir)
@@ -41,6 +42,7 @@ def load_selection_benchmarks(data_args: DataArguments, train_corpus: datasets.D
             if split in corpus_splits(name):
                 dataset = load_corpus(name, data_dir=data_dir, split=split, **kwargs)
                 record[name] = {"split": split}
+                labels[name] = split
             else:
                 trained_on = name == data_args.dataset_name and train_corpus is not None
                 if trained_on and not isinstance(train_corpus, datasets.Dataset):
@@ -53,10 +55,11 @@ def load_selection_benchmarks(data_args: DataArguments, train_corpus: datasets.D
                 record[name] = {"split": "train, identities held out", "seed": seed,
                                 "fraction": data_args.holdout_fraction, "person_ids": held,
                                 "trained_on_the_rest": trained_on}
+                labels[name] = f"{split} (identities held out of train)"
                 logger.warning("%s has no %r split: %d of %d training identities of %s held out for model "
                                "selection (seed %d%s; recorded in %s)", name, split, len(held),
                                len(held) + len(set(rest["person_id"])), name, seed,
-                               ", not trained on" if trained_on else "", SELECTION_RECORD)
+                               "; removed from training" if trained_on else "", SELECTION_RECORD)
         except FileNotFoundError as error:
             logger.warning("no %s data to select on for %s: %s", split, name, error)
             continue
@@ -65,7 +68,7 @@ def load_selection_benchmarks(data_args: DataArguments, train_corpus: datasets.D
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, SELECTION_RECORD), "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
-    return benchmarks, train_corpus
+    return benchmarks, train_corpus, labels
 
 
 def evaluate_test_once(trainer: Trainer, processor, benchmarks: dict[str, tuple],
@@ -79,8 +82,8 @@ def evaluate_test_once(trainer: Trainer, processor, benchmarks: dict[str, tuple]
         model, which = trainer.model, "final model"
         if callback is not None and name in callback.best_dirs:
             model = AutoModel.from_pretrained(callback.best_dirs[name]).to(device).eval()
-            which = (f"{callback.best_dirs[name]} (selected on {callback.split} {callback.metric_for_best} at step "
-                     f"{callback.best_step[name]})")
+            which = (f"{callback.best_dirs[name]} (selected on {callback.split_of(name)} {callback.metric_for_best} "
+                     f"at step {callback.best_step[name]})")
         results[name] = evaluate_retrieval(model, processor, gallery, queries, batch_size=batch_size)
         evaluated[name] = which
         if model is not trainer.model:
