@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build a WebPerson-style pedestrian image-text dataset from your own images (SPEC section 10).
+r"""Build a WebPerson-style pedestrian image-text dataset from your own images (SPEC section 10).
 
 Two commands:
 
