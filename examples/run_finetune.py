@@ -7,7 +7,7 @@
         --num_train_epochs 60 --per_device_train_batch_size 128 --learning_rate 1e-5 --output_dir out
     python examples/run_finetune.py ... --no_gass        # the IRRA recipe: SDM + ID + random 15% MLM
     python examples/run_finetune.py ... --lora_r 16      # LoRA on both towers' attention projections
-    python examples/run_finetune.py config.json          # or config.yaml: the same arguments as a file
+    python examples/run_finetune.py config.yaml --max_steps 1   # arguments from a file, flags on top
 
 `--model_name_or_path` is a GA-DMS model (e.g. from run_pretrain.py), a transformers CLIP
 checkpoint (converted with GADMSModel.from_clip), or unset (a fresh `--preset` model). The ID
@@ -18,6 +18,8 @@ split (ICFG-PEDES: training identities held out, recorded in selection_split.jso
 one kept in `<output_dir>/best_<benchmark>/`; the test split is evaluated once, at the end, on
 that model (without `--eval_steps`, on the final model). With LoRA the adapters are saved to
 `<output_dir>/adapter` and the merged model to `<output_dir>`.
+Every argument not given keeps the embedded default's value (`--help` shows it); a config file
+comes first and flags after it override it.
 `--help` lists every argument.
 """
 

@@ -6,8 +6,10 @@
         --model_name_or_path openai/clip-vit-base-patch16 --dataset_name Kaichengalex/WebPerson-5M \\
         --streaming --max_steps 150000 --per_device_train_batch_size 128 --learning_rate 1e-5 \\
         --eval_benchmarks cuhk-pedes icfg-pedes rstpreid --eval_data_dir /data/benchmarks --output_dir out
-    python examples/run_pretrain.py config.json          # or config.yaml: the same arguments as a file
+    python examples/run_pretrain.py config.yaml --max_steps 1   # arguments from a file, flags on top
 
+Every argument not given keeps the embedded default's value (`--help` shows it); a config file
+comes first and flags after it override it.
 `--help` lists every argument.
 """
 

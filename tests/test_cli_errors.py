@@ -43,11 +43,22 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
 
 def test_relative_model_path_that_does_not_exist_says_so(tmp_path):
     (tmp_path / "outputs").mkdir()
-    for script in ("run_pretrain.py", "run_eval.py"):
-        result = _run([str(ROOT / "examples" / script), "--model_name_or_path", "outputs/nope",
-                       "--output_dir", str(tmp_path / "out")], tmp_path, cwd=tmp_path)
+    model = ["--model_name_or_path", "outputs/nope"]
+    commands = {"run_pretrain.py": [*model, "--output_dir", str(tmp_path / "out")],
+                "run_eval.py": [*model, "--output_dir", str(tmp_path / "out")],
+                "search.py": ["query", *model, "--images", str(tmp_path), "--text", "a man"]}
+    for script, args in commands.items():
+        result = _run([str(ROOT / "examples" / script), *args], tmp_path, cwd=tmp_path)
         _assert_clean_error(result, "outputs/nope", "does not exist", "Hub id")
         assert "huggingface.co" not in result.stderr
+
+
+def test_search_with_images_that_are_not_a_folder_says_so(tmp_path, tiny_model, processor):
+    tiny_model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    result = _run([str(ROOT / "examples" / "search.py"), "index", "--model_name_or_path", str(tmp_path / "model"),
+                   "--images", str(tmp_path / "no-photos")], tmp_path)
+    _assert_clean_error(result, f"--images {tmp_path / 'no-photos'} is not a folder")
 
 
 def test_run_eval_with_nothing_to_evaluate_fails(tmp_path, tiny_model, processor):
