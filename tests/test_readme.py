@@ -2,8 +2,8 @@
 
 Python and bash blocks run in a subprocess, in a folder that holds what the README says a user has
 at that point: `examples/` and `scripts/`, the demo model in `outputs/pretrain-synth` (a tiny random
-one), a `photos/` folder, and `python` from this environment. A bash block that needs real data, the network or minutes of work is
-skipped only when the line above it says so, with the reason:
+one), a `photos/` folder, and `python` from this environment. A bash block that needs real data,
+the network or minutes of work is skipped only when the line above it says so, with the reason:
 `<!-- readme-test: skip: <reason> -->`; the skips are listed in the test report. Output listings
 are tagged `text` and not run.
 """

@@ -306,10 +306,10 @@ class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
     def _drop_missing_images(self, records: dict[str, list[_Record]], image_dir: Path, root: Path,
                              annotation: Path) -> dict[str, list[_Record]]:
         """Records whose image file exists; the others reported by folder (whole folders first), or refused."""
-        missing = [r.image_path for rows in records.values() for r in rows if not (image_dir / r.image_path).is_file()]
+        listed = [record.image_path for rows in records.values() for record in rows]
+        missing = [path for path in listed if not (image_dir / path).is_file()]
         if not missing:
             return records
-        total = sum(len(rows) for rows in records.values())
         prefix = image_dir.relative_to(root).as_posix() + "/" if image_dir != root else ""
         by_folder: dict[str, list[str]] = {}
         for path in missing:
@@ -321,7 +321,7 @@ class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
                                                       if len(files) > _REPORTED_PATHS else "")
         details = "; ".join(filter(None, [folders and f"missing folders: {folders}",
                                           files and f"missing files: {shown}"]))
-        summary = f"{len(missing)} of {total} images listed in {annotation} are missing"
+        summary = f"{len(missing)} of {len(listed)} images listed in {annotation} are missing"
         if self.config.strict:
             raise ValueError(f"{summary} under {image_dir}: {details}. Without strict=True they would be skipped.")
         logger.warning("%s, skipped: %s", summary, details)
