@@ -6,7 +6,8 @@
     python examples/run_eval.py --model_name_or_path user/gadms --benchmark all --data_dir /data/benchmarks
 
 Prints R1/R5/R10/mAP/mINP per benchmark (the paper's order) and writes eval_results.json and
-eval_results.md. A benchmark whose files are missing is reported (which files) and skipped.
+eval_results.md. A benchmark whose files are missing is reported (which files) and skipped; when
+nothing could be evaluated the script fails (exit status 1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +26,13 @@ from gadms_hf.data.corpus import CORPORA, gallery_and_queries, load_corpus
 from gadms_hf.data.synthetic import token_noise_flags
 from gadms_hf.evaluation.plots import plot_gass_heatmap, plot_retrieval_grid
 from gadms_hf.evaluation.retrieval import evaluate_retrieval
-from gadms_hf.training.pipeline import BENCHMARK_FOLDERS, benchmark_dir, format_metrics_table
+from gadms_hf.training.pipeline import (
+    BENCHMARK_FOLDERS,
+    benchmark_dir,
+    format_metrics_table,
+    loading_model_from,
+)
+from gadms_hf.training.script_args import exit_on_bad_input
 
 logger = logging.getLogger("gadms_hf")
 PAPER_ORDER = ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth-pedes")
@@ -89,16 +97,19 @@ def main() -> dict:
     (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModel.from_pretrained(args.model_name_or_path).to(device).eval()
-    processor = AutoProcessor.from_pretrained(args.model_name_or_path)
     names = PAPER_ORDER if args.benchmark == "all" else (args.benchmark,)
-    unknown = [n for n in names if n not in CORPORA]
-    if unknown:
-        raise ValueError(f"--benchmark {unknown[0]!r}: expected one of {', '.join(PAPER_ORDER)} or all")
+    with exit_on_bad_input("run_eval.py"):
+        unknown = [n for n in names if n not in CORPORA]
+        if unknown:
+            raise ValueError(f"--benchmark {unknown[0]!r}: expected one of {', '.join(PAPER_ORDER)} or all")
+        with loading_model_from(args.model_name_or_path):
+            model = AutoModel.from_pretrained(args.model_name_or_path).to(device).eval()
+            processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+        splits = {name: load_split(name, args) for name in names}
 
     results, skipped, grid_done = {}, [], False
     for name in names:
-        split, problem = load_split(name, args)
+        split, problem = splits[name]
         if problem:
             logger.warning("skipping %s", problem)
             skipped.append(problem)
@@ -117,10 +128,13 @@ def main() -> dict:
     if args.plots and "synth-pedes" in results:
         gass_heatmap(model, processor, os.path.join(args.plots, "gass_heatmap.png"), args.num_plot_queries)
 
-    table = format_metrics_table(results) if results else "(nothing evaluated)"
-    print(f"\nText-to-image retrieval of {args.model_name_or_path} ({args.split} split):\n{table}")
     for problem in skipped:
         print(f"skipped {problem}")
+    if not results:
+        print(f"run_eval.py: error: nothing evaluated ({'; '.join(skipped)})", file=sys.stderr)
+        raise SystemExit(1)
+    table = format_metrics_table(results)
+    print(f"\nText-to-image retrieval of {args.model_name_or_path} ({args.split} split):\n{table}")
     output_dir = args.output_dir or (args.model_name_or_path if os.path.isdir(args.model_name_or_path) else ".")
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "eval_results.json"), "w", encoding="utf-8") as handle:

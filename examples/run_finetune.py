@@ -7,14 +7,19 @@
         --num_train_epochs 60 --per_device_train_batch_size 128 --learning_rate 1e-5 --output_dir out
     python examples/run_finetune.py ... --no_gass        # the IRRA recipe: SDM + ID + random 15% MLM
     python examples/run_finetune.py ... --lora_r 16      # LoRA on both towers' attention projections
-    python examples/run_finetune.py config.json          # or config.yaml: the same arguments as a file
+    python examples/run_finetune.py config.yaml --max_steps 1   # arguments from a file, flags on top
 
 `--model_name_or_path` is a GA-DMS model (e.g. from run_pretrain.py), a transformers CLIP
 checkpoint (converted with GADMSModel.from_clip), or unset (a fresh `--preset` model). The ID
-head gets one class per training identity. Fine-tuning weighs MIM 1.0 unless
-`--config_overrides mim_loss_weight=...` says otherwise. The model is evaluated on the
-benchmark's test split at the end (and every `--eval_steps` steps when given). With LoRA the
-adapters are saved to `<output_dir>/adapter` and the merged model to `<output_dir>`.
+head gets one class per training identity (a fresh head when the checkpoint's has another
+number). Fine-tuning weighs MIM 1.0 unless `--config_overrides mim_loss_weight=...` says
+otherwise. With `--eval_steps N` the model is evaluated every N steps on the benchmark's `val`
+split (ICFG-PEDES: training identities held out, recorded in selection_split.json) and the best
+one kept in `<output_dir>/best_<benchmark>/`; the test split is evaluated once, at the end, on
+that model (without `--eval_steps`, on the final model). With LoRA the adapters are saved to
+`<output_dir>/adapter` and the merged model to `<output_dir>`.
+Every argument not given keeps the embedded default's value (`--help` shows it); a config file
+comes first and flags after it override it.
 `--help` lists every argument.
 """
 
@@ -28,7 +33,7 @@ import time
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from gadms_hf.evaluation.retrieval import evaluate_retrieval
+from gadms_hf.evaluation.callback import RetrievalEvalCallback
 from gadms_hf.training.arguments import (
     DataArguments,
     FinetuneArguments,
@@ -40,15 +45,18 @@ from gadms_hf.training.model_card import write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
+    check_model_source,
     format_metrics_table,
     load_eval_benchmarks,
     load_training_corpus,
     make_collator,
     make_score_bank,
-    parse_script_args,
     prepare_train_dataset,
+    report_cut_captions,
     setup_logging,
 )
+from gadms_hf.training.script_args import exit_on_bad_input, parse_script_args
+from gadms_hf.training.selection import evaluate_test_once, load_selection_benchmarks
 from gadms_hf.training.trainer import GADMSTrainer
 
 logger = logging.getLogger("gadms_hf")
@@ -56,7 +64,6 @@ logger = logging.getLogger("gadms_hf")
 BENCHMARKS = ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth-pedes")
 # SPEC section 6: fine-tuning optimises SDM + ID + MIM at full weight (pretraining uses 0.3 MIM).
 FINETUNE_CONFIG_DEFAULTS = {"mim_loss_weight": 1.0}
-METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
 # The embedded default: everything generated locally, about a minute on 2 CPU cores. From the random
 # tiny preset little but MIM is learnt in that budget: fine-tuning run_pretrain.py's output
@@ -107,28 +114,39 @@ def apply_finetune_defaults(model_args: ModelArguments, data_args: DataArguments
 
 def main() -> dict:
     start = time.time()
-    model_args, data_args, ft_args, training_args = parse_args()
-    setup_logging(training_args)
-    apply_finetune_defaults(model_args, data_args, ft_args)
-    set_seed(training_args.seed)
+    with exit_on_bad_input("run_finetune.py"):
+        model_args, data_args, ft_args, training_args = parse_args()
+        setup_logging(training_args)
+        apply_finetune_defaults(model_args, data_args, ft_args)
+        set_seed(training_args.seed)
+        if model_args.model_name_or_path is not None:
+            check_model_source(model_args.model_name_or_path)
 
-    train_corpus = load_training_corpus(data_args, training_args.seed)
-    ids = train_corpus.select_columns(["person_id", "caption_id"]).with_format("numpy")[:]
-    num_identities = int(ids["person_id"].max()) + 1
-    num_captions = int(ids["caption_id"].max()) + 1
-    logger.info("fine-tuning on %s: %d captions, %d identities (ID head classes)",
-                data_args.dataset_name, len(train_corpus), num_identities)
-    # The CLIP recipe has no ID loss, so no classifier (an unused head would break DDP).
-    model = build_model(model_args, num_identities=0 if model_args.recipe == "clip" else num_identities)
-    processor = build_processor(model_args, model.config)
-    bank = make_score_bank(model, num_captions, training_args)
-    collator = make_collator(processor, model, bank, training_args.seed)
-    if ft_args.lora_r:
-        from gadms_hf.training.lora import apply_lora
+        train_corpus = load_training_corpus(data_args, training_args.seed)
+        selection, selection_splits = {}, {}
+        if training_args.eval_steps:  # before the ID head is sized: held-out identities leave the training set
+            selection, train_corpus, selection_splits = load_selection_benchmarks(
+                data_args, train_corpus, training_args.seed, training_args.output_dir, training_args.should_save)
+        ids = train_corpus.select_columns(["person_id", "caption_id"]).with_format("numpy")[:]
+        num_identities = int(ids["person_id"].max()) + 1
+        num_captions = int(ids["caption_id"].max()) + 1
+        logger.info("fine-tuning on %s: %d captions, %d identities (ID head classes)",
+                    data_args.dataset_name, len(train_corpus), num_identities)
+        # The CLIP recipe has no ID loss, so no classifier (an unused head would break DDP).
+        model = build_model(model_args, num_identities=0 if model_args.recipe == "clip" else num_identities)
+        processor = build_processor(model_args, model.config)
+        bank = make_score_bank(model, num_captions, training_args)
+        collator = make_collator(processor, model, bank, training_args.seed)
+        if ft_args.lora_r:
+            from gadms_hf.training.lora import apply_lora
 
-        model = apply_lora(model, ft_args.lora_r, ft_args.lora_alpha, ft_args.lora_dropout,
-                           ft_args.lora_target_modules)
-    benchmarks = load_eval_benchmarks(data_args)
+            model = apply_lora(model, ft_args.lora_r, ft_args.lora_alpha, ft_args.lora_dropout,
+                               ft_args.lora_target_modules)
+        benchmarks = load_eval_benchmarks(data_args)
+        report_cut_captions({f"{data_args.dataset_name} train": train_corpus,
+                             **{f"{name} {data_args.selection_split}": pair[1] for name, pair in selection.items()},
+                             **{f"{name} {data_args.eval_split}": pair[1] for name, pair in benchmarks.items()}},
+                            processor.tokenizer)
 
     train_dataset, augmentation = prepare_train_dataset(train_corpus, model.config, training_args.seed)
     trainer = GADMSTrainer(
@@ -140,13 +158,12 @@ def main() -> dict:
         score_bank=bank,
         epoch_listeners=[augmentation],
     )
-    evaluated_in_training = bool(benchmarks and training_args.eval_steps)
-    if evaluated_in_training:
-        from gadms_hf.evaluation.callback import RetrievalEvalCallback
-
-        trainer.add_callback(RetrievalEvalCallback(trainer, benchmarks, processor,
-                                                   eval_steps=int(training_args.eval_steps),
-                                                   batch_size=training_args.per_device_eval_batch_size))
+    callback = None
+    if selection:
+        callback = RetrievalEvalCallback(trainer, selection, processor, eval_steps=int(training_args.eval_steps),
+                                         batch_size=training_args.per_device_eval_batch_size,
+                                         split=selection_splits)
+        trainer.add_callback(callback)
     resume = training_args.resume_from_checkpoint
     if resume is None and os.path.isdir(training_args.output_dir):
         resume = get_last_checkpoint(training_args.output_dir)
@@ -167,37 +184,28 @@ def main() -> dict:
 
     results = {}
     if trainer.is_world_process_zero():
-        if evaluated_in_training:  # the callback evaluated the final weights when training ended
-            results = _final_callback_metrics(trainer.state.log_history, benchmarks)
-        else:
-            for name, (gallery, queries) in benchmarks.items():
-                results[name] = evaluate_retrieval(trainer.model, processor, gallery, queries,
-                                                   batch_size=training_args.per_device_eval_batch_size)
+        results, evaluated = evaluate_test_once(trainer, processor, benchmarks, callback,
+                                                training_args.per_device_eval_batch_size)
         table = format_metrics_table(results) if results else "(no benchmark data: nothing evaluated)"
         wall = time.time() - start
-        print(f"\nText-to-image retrieval after fine-tuning ({wall:.0f} s wall, {trainer.state.global_step} steps, "
-              f"recipe {model_args.recipe}{f', LoRA r={ft_args.lora_r}' if ft_args.lora_r else ''}):")
+        print(f"\nText-to-image retrieval on the {data_args.eval_split} split after fine-tuning ({wall:.0f} s wall, "
+              f"{trainer.state.global_step} steps, recipe {model_args.recipe}"
+              f"{f', LoRA r={ft_args.lora_r}' if ft_args.lora_r else ''}):")
         print(table)
-        record = {"results": results, "wall_seconds": wall, "steps": trainer.state.global_step,
-                  "num_identities": num_identities, "recipe": model_args.recipe, "lora_r": ft_args.lora_r}
+        for name, which in evaluated.items():
+            print(f"{name}: {which}")
+        record = {"results": results, "split": data_args.eval_split, "evaluated_model": evaluated,
+                  "wall_seconds": wall, "steps": trainer.state.global_step, "num_identities": num_identities,
+                  "recipe": model_args.recipe, "lora_r": ft_args.lora_r}
         with open(os.path.join(training_args.output_dir, "retrieval_metrics.json"), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
+        # The card describes the model in output_dir: only results measured on that model belong in it.
+        final_results = {name: metrics for name, metrics in results.items() if evaluated[name] == "final model"}
         write_model_card(training_args.output_dir, trainer.model.config, model_args, data_args, training_args,
-                         results, train_result.metrics, stage="fine-tuning")
+                         final_results, train_result.metrics, stage="fine-tuning")
         print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name)
-    return results
-
-
-def _final_callback_metrics(log_history: list[dict], benchmarks: dict) -> dict[str, dict[str, float]]:
-    """Each benchmark's metrics from RetrievalEvalCallback's last log (`eval_<name>_<metric>`)."""
-    results = {}
-    for name in benchmarks:
-        entries = [entry for entry in log_history if f"eval_{name}_R1" in entry]
-        if not entries:
-            raise RuntimeError(f"RetrievalEvalCallback logged no metrics for {name!r}")
-        results[name] = {metric: entries[-1][f"eval_{name}_{metric}"] for metric in METRICS}
     return results
 
 

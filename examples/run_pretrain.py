@@ -6,8 +6,10 @@
         --model_name_or_path openai/clip-vit-base-patch16 --dataset_name Kaichengalex/WebPerson-5M \\
         --streaming --max_steps 150000 --per_device_train_batch_size 128 --learning_rate 1e-5 \\
         --eval_benchmarks cuhk-pedes icfg-pedes rstpreid --eval_data_dir /data/benchmarks --output_dir out
-    python examples/run_pretrain.py config.json          # or config.yaml: the same arguments as a file
+    python examples/run_pretrain.py config.yaml --max_steps 1   # arguments from a file, flags on top
 
+Every argument not given keeps the embedded default's value (`--help` shows it); a config file
+comes first and flags after it override it.
 `--help` lists every argument.
 """
 
@@ -22,21 +24,24 @@ from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from gadms_hf.data.builders.webperson import WebPerson
-from gadms_hf.evaluation.retrieval import evaluate_retrieval
+from gadms_hf.evaluation.callback import RetrievalEvalCallback
 from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments
 from gadms_hf.training.model_card import write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
+    check_model_source,
     format_metrics_table,
     load_eval_benchmarks,
     load_training_corpus,
     make_collator,
     make_score_bank,
-    parse_script_args,
     prepare_train_dataset,
+    report_cut_captions,
     setup_logging,
 )
+from gadms_hf.training.script_args import exit_on_bad_input, parse_script_args
+from gadms_hf.training.selection import evaluate_test_once, load_selection_benchmarks
 from gadms_hf.training.trainer import GADMSTrainer
 
 logger = logging.getLogger("gadms_hf")
@@ -68,18 +73,28 @@ def parse_args() -> tuple[ModelArguments, DataArguments, GADMSTrainingArguments]
 
 def main() -> dict:
     start = time.time()
-    model_args, data_args, training_args = parse_args()
-    setup_logging(training_args)
-    set_seed(training_args.seed)
-
-    train_corpus = load_training_corpus(data_args, training_args.seed)
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("--streaming needs --max_steps > 0 (a stream has no length)")
-    model = build_model(model_args, num_identities=0)  # pretraining: no ID head (SPEC section 6)
-    processor = build_processor(model_args, model.config)
-    num_captions = _num_captions(train_corpus, data_args)
-    bank = make_score_bank(model, num_captions, training_args)
-    benchmarks = load_eval_benchmarks(data_args)
+    with exit_on_bad_input("run_pretrain.py"):
+        model_args, data_args, training_args = parse_args()
+        setup_logging(training_args)
+        set_seed(training_args.seed)
+        if data_args.streaming and training_args.max_steps <= 0:
+            raise ValueError("--streaming needs --max_steps > 0 (a stream has no length)")
+        if model_args.model_name_or_path is not None:
+            check_model_source(model_args.model_name_or_path)
+        train_corpus = load_training_corpus(data_args, training_args.seed)
+        selection, selection_splits = {}, {}
+        if training_args.eval_steps:
+            selection, train_corpus, selection_splits = load_selection_benchmarks(
+                data_args, train_corpus, training_args.seed, training_args.output_dir, training_args.should_save)
+        model = build_model(model_args, num_identities=0)  # pretraining: no ID head (SPEC section 6)
+        processor = build_processor(model_args, model.config)
+        num_captions = _num_captions(train_corpus, data_args)
+        bank = make_score_bank(model, num_captions, training_args)
+        benchmarks = load_eval_benchmarks(data_args)
+        report_cut_captions({f"{data_args.dataset_name} train": train_corpus,
+                             **{f"{name} {data_args.selection_split}": pair[1] for name, pair in selection.items()},
+                             **{f"{name} {data_args.eval_split}": pair[1] for name, pair in benchmarks.items()}},
+                            processor.tokenizer)
 
     train_dataset, augmentation = prepare_train_dataset(train_corpus, model.config, training_args.seed)
     trainer = GADMSTrainer(
@@ -91,11 +106,12 @@ def main() -> dict:
         score_bank=bank,
         epoch_listeners=[augmentation],
     )
-    if benchmarks and training_args.eval_steps:
-        from gadms_hf.evaluation.callback import RetrievalEvalCallback
-
-        trainer.add_callback(RetrievalEvalCallback(trainer, benchmarks, processor,
-                                                   eval_steps=int(training_args.eval_steps)))
+    callback = None
+    if selection:
+        callback = RetrievalEvalCallback(trainer, selection, processor, eval_steps=int(training_args.eval_steps),
+                                         batch_size=training_args.per_device_eval_batch_size,
+                                         split=selection_splits)
+        trainer.add_callback(callback)
     resume = training_args.resume_from_checkpoint
     if resume is None and os.path.isdir(training_args.output_dir):
         resume = get_last_checkpoint(training_args.output_dir)
@@ -107,16 +123,21 @@ def main() -> dict:
 
     results = {}
     if trainer.is_world_process_zero():
-        for name, (gallery, queries) in benchmarks.items():
-            results[name] = evaluate_retrieval(trainer.model, processor, gallery, queries,
-                                               batch_size=training_args.per_device_eval_batch_size)
+        results, evaluated = evaluate_test_once(trainer, processor, benchmarks, callback,
+                                                training_args.per_device_eval_batch_size)
         table = format_metrics_table(results) if results else "(no benchmark data: nothing evaluated)"
         wall = time.time() - start
         print(f"\nText-to-image retrieval after pretraining ({wall:.0f} s wall, {trainer.state.global_step} steps):")
         print(table)
+        for name, which in evaluated.items():
+            if which != "final model":
+                print(f"{name}: {which}")
         with open(os.path.join(training_args.output_dir, "retrieval_metrics.json"), "w", encoding="utf-8") as f:
-            json.dump({"results": results, "wall_seconds": wall, "steps": trainer.state.global_step}, f, indent=2)
-        write_model_card(training_args.output_dir, model.config, model_args, data_args, training_args, results,
+            json.dump({"results": results, "split": data_args.eval_split, "evaluated_model": evaluated,
+                       "wall_seconds": wall, "steps": trainer.state.global_step}, f, indent=2)
+        # The card describes the model in output_dir: only results measured on that model belong in it.
+        final_results = {name: metrics for name, metrics in results.items() if evaluated[name] == "final model"}
+        write_model_card(training_args.output_dir, model.config, model_args, data_args, training_args, final_results,
                          train_result.metrics)
         print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
     if training_args.push_to_hub:

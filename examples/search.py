@@ -25,6 +25,8 @@ from transformers import AutoModel, AutoProcessor
 
 import gadms_hf  # noqa: F401  (registers the Auto classes)
 from gadms_hf.evaluation.retrieval import embed_images, embed_texts, retrieve_topk
+from gadms_hf.training.pipeline import loading_model_from
+from gadms_hf.training.script_args import exit_on_bad_input
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 INDEX_DIR = ".gadms_index"
@@ -95,11 +97,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     if args.command == "query" and not args.text:
         parser.error("query needs at least one --text")
 
-    model = AutoModel.from_pretrained(args.model_name_or_path).eval()
-    processor = AutoProcessor.from_pretrained(args.model_name_or_path)
-    names, embeddings = build_index(model, processor, args.images, os.path.abspath(args.model_name_or_path)
-                                    if os.path.isdir(args.model_name_or_path) else args.model_name_or_path,
-                                    args.batch_size)
+    with exit_on_bad_input("search.py"), loading_model_from(args.model_name_or_path):
+        model = AutoModel.from_pretrained(args.model_name_or_path).eval()
+        processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+    model_name = os.path.abspath(args.model_name_or_path) if os.path.isdir(args.model_name_or_path) \
+        else args.model_name_or_path
+    with exit_on_bad_input("search.py"):
+        names, embeddings = build_index(model, processor, args.images, model_name, args.batch_size)
     if args.command == "index":
         return []
     if not names:

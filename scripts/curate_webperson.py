@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build a WebPerson-style pedestrian image-text dataset from your own images (SPEC section 10).
+r"""Build a WebPerson-style pedestrian image-text dataset from your own images (SPEC section 10).
 
 Two commands:
 
@@ -39,9 +39,13 @@ COMMANDS = ("templates", "curate")
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
-        print(f"error: the first argument must be one of {COMMANDS}", file=sys.stderr)
+        given = f", got {argv[0]!r}" if argv else ""
+        print(f"error: the first argument must be a sub-command, one of {', '.join(COMMANDS)}{given}", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -375,3 +375,74 @@ def test_webperson_hub_form_wrong_columns(tmp_path):
         FileNotFoundError, match="typo is not a folder"
     ):  # a missing path is not taken for a Hub id
         load_corpus("webperson", data_dir=tmp_path / "typo", cache_dir=tmp_path / "cache")
+
+
+def test_annotation_file_that_is_not_utf8_is_named(tmp_path):
+    root = make_cuhk(tmp_path / "cuhk")
+    text = (root / "reid_raw.json").read_text().replace("a man in a red coat.", "a man in a café coat.")
+    (root / "reid_raw.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"reid_raw\.json is not UTF-8 text.*byte 0xe9 at offset \d+"):
+        load_corpus("cuhk-pedes", data_dir=root, cache_dir=tmp_path / "cache")
+
+
+def _as_caption_all(root: Path, folder: str = "") -> None:
+    """The released CUHK-PEDES form: caption_all.json, no 'split' field; identity ranges give the split."""
+    entries = json.loads((root / "reid_raw.json").read_text())
+    published = {"train": 0, "val": 11003, "test": 12003}  # first id before each split's range
+    for entry in entries:
+        entry["id"] = published[entry.pop("split")] + 1 + entry["id"]
+    (root / "reid_raw.json").unlink()
+    (root / folder).mkdir(exist_ok=True)
+    (root / folder / "caption_all.json").write_text(json.dumps(entries))
+
+
+@pytest.mark.parametrize("folder", ["", "annotations"])
+def test_cuhk_caption_all_json_is_accepted(tmp_path, folder):
+    expected = {
+        split: rows(load_corpus("cuhk-pedes", data_dir=make_cuhk(tmp_path / "a"), split=split, cache_dir=tmp_path))
+        for split in ("train", "val", "test")
+    }
+    root = make_cuhk(tmp_path / "b")
+    _as_caption_all(root, folder)
+    assert CORPORA["cuhk-pedes"].missing_files(root) == []
+    for split, table in expected.items():
+        got = load_corpus("cuhk-pedes", data_dir=root, split=split, cache_dir=tmp_path / "cache")
+        assert rows(got) == table, split
+
+
+def test_caption_all_entry_outside_the_published_ranges_is_named(tmp_path):
+    root = make_cuhk(tmp_path / "cuhk")
+    _as_caption_all(root)
+    entries = json.loads((root / "caption_all.json").read_text())
+    entries[3]["id"] = 20000
+    (root / "caption_all.json").write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"Entry 3 of .*caption_all\.json has no 'split'.*id 20000.*1-11003"):
+        load_corpus("cuhk-pedes", data_dir=root, cache_dir=tmp_path / "cache")
+
+
+def test_images_unpacked_without_the_imgs_folder_are_found(tmp_path):
+    root = make_cuhk(tmp_path / "cuhk")
+    for folder in list((root / "imgs").iterdir()):
+        folder.rename(root / folder.name)
+    (root / "imgs").rmdir()
+    assert CORPORA["cuhk-pedes"].missing_files(root) == []
+    train = load_corpus("cuhk-pedes", data_dir=root, split="train", cache_dir=tmp_path / "cache")
+    assert train.num_rows == 8 and train[0]["image"].size == (12, 24)
+
+
+def test_missing_image_folders_are_listed_exactly(tmp_path, caplog):
+    root = make_cuhk(tmp_path / "cuhk")
+    for folder in ("cam_a", "test_query"):
+        for image in (root / "imgs" / folder).iterdir():
+            image.unlink()
+        (root / "imgs" / folder).rmdir()
+    (root / "imgs" / "CUHK01" / "0003.png").unlink()
+    with pytest.raises(ValueError, match=r"imgs/cam_a/ \(1 image\), imgs/test_query/ \(3 images\).*"
+                                         r"imgs/CUHK01/0003\.png"):
+        load_corpus("cuhk-pedes", data_dir=root, strict=True, cache_dir=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        train = load_corpus("cuhk-pedes", data_dir=root, split="train", cache_dir=tmp_path / "cache")
+    assert "5 of 8 images listed in" in caplog.text and "are missing, skipped" in caplog.text
+    assert "missing folders: imgs/cam_a/ (1 image), imgs/test_query/ (3 images)" in caplog.text
+    assert "missing files: imgs/CUHK01/0003.png" in caplog.text
+    assert sorted(set(train["image_path"])) == ["CUHK01/0001.png", "cam_b/0004.png"]

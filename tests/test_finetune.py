@@ -120,15 +120,17 @@ def test_no_gass_runs_the_irra_recipe_and_evaluates_during_training(tmp_path, da
         assert entry["loss"] == pytest.approx(expected, rel=2e-3)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     evaluated = [entry for entry in history if "eval_synth-pedes_R1" in entry]
-    assert [entry["step"] for entry in evaluated] == [2, 4]
-    final = json.loads((out / "retrieval_metrics.json").read_text())["results"]["synth-pedes"]
-    assert final["mAP"] == evaluated[-1]["eval_synth-pedes_mAP"]
+    assert [entry["step"] for entry in evaluated] == [2, 4]  # on the selection split
+    best = json.loads((out / "best_synth-pedes" / "retrieval_metrics.json").read_text())
+    record = json.loads((out / "retrieval_metrics.json").read_text())
+    assert record["results"]["synth-pedes"] == best["test"]  # test: once, on the selected model
+    assert "best_synth-pedes" in record["evaluated_model"]["synth-pedes"]
 
 
 def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache):
     out = tmp_path / "lora"
-    _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2"],
-         datasets_cache)
+    _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2",
+          "--eval_steps", "2"], datasets_cache)
 
     for folder in (out / ADAPTER_SUBDIR, out / "checkpoint-2"):
         assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
@@ -137,10 +139,16 @@ def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache)
     adapter = json.loads((out / ADAPTER_SUBDIR / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
     assert sorted(adapter["modules_to_save"]) == ["classifier", "cross_modal"]
+    # with --eval_steps, identities held out for selection (SynthPEDES without a val split) are not trained on
+    selection = json.loads((out / "selection_split.json").read_text())["synth-pedes"]
+    trained_ids = NUM_TRAIN_IDS - len(selection.get("person_ids", []))
     model = AutoModel.from_pretrained(out)
-    assert type(model) is GADMSModel and model.config.num_identities == NUM_TRAIN_IDS
+    assert type(model) is GADMSModel and model.config.num_identities == trained_ids
     assert not any(type(module).__module__.startswith("peft.") for module in model.modules())
     assert json.loads((out / "retrieval_metrics.json").read_text())["lora_r"] == 4
+    best = AutoModel.from_pretrained(out / "best_synth-pedes")  # the selected model, saved merged
+    assert type(best) is GADMSModel and not (out / "best_synth-pedes" / "adapter_config.json").exists()
+    assert not any(type(module).__module__.startswith("peft.") for module in best.modules())
 
 
 def _lora_trainer(tmp_path: Path, synth_train, processor, output: str, **overrides) -> GADMSTrainer:
@@ -250,3 +258,22 @@ def test_finetune_defaults_and_argument_errors():
     ]
     with pytest.raises(ValueError, match="--lora_r=-1"):
         FinetuneArguments(lora_r=-1)
+
+
+def test_fine_tuning_a_fine_tuned_model_with_other_identities_gets_a_fresh_id_head(tmp_path, caplog):
+    import logging
+
+    from gadms_hf.training.pipeline import build_model
+
+    torch.manual_seed(0)
+    GADMSModel(GADMSConfig.tiny(num_identities=NUM_TRAIN_IDS)).save_pretrained(tmp_path / "fine-tuned")
+    saved = GADMSModel.from_pretrained(tmp_path / "fine-tuned")
+    with caplog.at_level(logging.INFO, logger="gadms_hf"):
+        model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "fine-tuned")), num_identities=5)
+    assert model.classifier.out_features == 5 and model.config.num_identities == 5
+    assert f"fresh ID head: 5 identities (the checkpoint's head had {NUM_TRAIN_IDS})" in caplog.text
+    for name, value in saved.state_dict().items():  # everything but the head is the checkpoint's
+        if not name.startswith("classifier."):
+            torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+    same = build_model(ModelArguments(model_name_or_path=str(tmp_path / "fine-tuned")), num_identities=NUM_TRAIN_IDS)
+    torch.testing.assert_close(same.classifier.weight, saved.classifier.weight)

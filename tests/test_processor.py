@@ -47,3 +47,25 @@ def test_mask_token_round_trip(tmp_path, processor):
     text = ["A woman with long black hair; café, naïve"]
     assert loaded(text=text)["input_ids"].tolist() == processor(text=text)["input_ids"].tolist()
     assert loaded.image_processor.size.height == processor.image_processor.size.height
+
+
+def test_empty_text_or_images_are_named(processor):
+    with pytest.raises(ValueError, match=r"text=\[\] is empty"):
+        processor(text=[])
+    with pytest.raises(ValueError, match=r"images=\[\] is empty"):
+        processor(images=[])
+    with pytest.raises(ValueError, match=r"text=\[\] is empty"):
+        processor(text=[], images=random_images(1))
+
+
+def test_a_plain_clip_tokenizer_gains_the_mask_token(caplog):
+    import logging
+
+    from gadms_hf import build_clip_tokenizer
+
+    plain = build_clip_tokenizer(with_mask_token=False)
+    assert MASK_TOKEN not in plain.get_vocab()
+    with caplog.at_level(logging.WARNING):
+        processor = GADMSProcessor(make_image_processor(96, 32), plain)
+    assert processor.mask_token_id == 49408  # the row GADMSModel.from_clip adds
+    assert "added <|mask|>" in caplog.text

@@ -267,7 +267,8 @@ def test_streamed_webperson_pretraining_sizes_and_fills_the_bank(tmp_path):
     out = tmp_path / "stream"
     args = ["--dataset_name", "webperson", "--data_dir", str(hub), "--streaming", "--max_steps", "2",
             "--per_device_train_batch_size", "2", "--logging_steps", "1", "--report_to", "none",
-            "--save_strategy", "no", "--dataloader_num_workers", "0", "--output_dir", str(out)]
+            "--save_strategy", "no", "--dataloader_num_workers", "0", "--eval_benchmarks", "none",
+            "--output_dir", str(out)]
     _run(args, tmp_path)
     bank = TokenScoreBank.open(out / "_score_bank", readonly=True)
     assert len(bank) == 2 * len(WEB_IMAGES)

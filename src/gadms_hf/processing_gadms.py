@@ -5,7 +5,11 @@ Shipped to the Hub as remote code with the model: imports nothing else from the 
 
 from __future__ import annotations
 
+import logging
+
 from transformers import BatchFeature, CLIPImageProcessor, ProcessorMixin
+
+logger = logging.getLogger(__name__)
 
 MASK_TOKEN = "<|mask|>"
 TEXT_LENGTH = 77
@@ -36,6 +40,11 @@ class GADMSProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, max_length: int = TEXT_LENGTH, **kwargs):
         self.max_length = max_length
         super().__init__(image_processor, tokenizer, **kwargs)
+        # A tokenizer taken from a CLIP checkpoint lacks `<|mask|>`, without which no collator can mask.
+        if tokenizer is not None and MASK_TOKEN not in tokenizer.get_vocab():
+            token_id = add_mask_token(tokenizer)
+            logger.warning("the tokenizer had no %s token: added %s as id %d (GADMSModel.from_clip adds the "
+                           "matching embedding row)", MASK_TOKEN, MASK_TOKEN, token_id)
 
     @property
     def mask_token_id(self) -> int:
@@ -48,6 +57,9 @@ class GADMSProcessor(ProcessorMixin):
         """Tokenise `text` (str or list) and/or preprocess `images` (PIL, arrays or tensors)."""
         if text is None and images is None:
             raise ValueError("GADMSProcessor needs `text`, `images` or both")
+        for name, value in (("text", text), ("images", images)):
+            if isinstance(value, (list, tuple)) and not value:
+                raise ValueError(f"GADMSProcessor: {name}=[] is empty; pass at least one item (or leave it out)")
         data = {}
         if text is not None:
             text_kwargs = dict(padding="max_length", truncation=True, max_length=self.max_length)

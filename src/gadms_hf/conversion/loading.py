@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..modeling_gadms import GADMSModel
@@ -38,10 +39,19 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as err:
+            raise ValueError(f"{path} is not a safetensors file that can be read ({err})") from err
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
+    except (KeyError, EOFError) as err:  # what torch's legacy reader raises on a file it does not recognise
+        raise ValueError(f"{path} is not a PyTorch checkpoint (expected a file written by torch.save, or "
+                         ".safetensors)") from err
     except pickle.UnpicklingError as err:
+        if "Unsupported operand" in str(err):  # not a pickle at all, rather than one that needs code
+            raise ValueError(f"{path} is not a PyTorch checkpoint (expected a file written by torch.save, or "
+                             ".safetensors)") from err
         # torch's message is a long how-to; its "WeightsUnpickler error" line names what needs code.
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")

@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from .builders._common import PedesBenchmarkBuilder
 from .builders.cuhk_pedes import CuhkPedes
 from .builders.icfg_pedes import IcfgPedes
 from .builders.rstpreid import RstpReid
@@ -46,8 +47,11 @@ class CorpusInfo:
     notes: str = field(default="")
 
     def missing_files(self, data_dir: str | os.PathLike) -> list[Path]:
-        """The expected files or folders absent from ``data_dir`` (empty when the corpus looks complete)."""
+        """The expected files or folders absent from ``data_dir`` (empty when the corpus looks complete);
+        a benchmark's accepted variants (another annotation name, no ``imgs/`` level) count as present."""
         root = Path(data_dir)
+        if isinstance(self.builder, type) and issubclass(self.builder, PedesBenchmarkBuilder):
+            return self.builder.missing_inputs(root)
         return [
             root / name
             for name in self.expected_files
@@ -115,6 +119,17 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
     )
 }
+
+def corpus_splits(name: str) -> tuple[str, ...]:
+    """The splits a corpus has (SynthPEDES: those its generator makes)."""
+    if name not in CORPORA:
+        raise ValueError(f"Unknown corpus {name!r}; expected one of {sorted(CORPORA)}.")
+    if CORPORA[name].builder is None:
+        from .synthetic import SPLITS
+
+        return tuple(SPLITS)
+    return tuple(CORPORA[name].splits)
+
 
 # load_corpus keyword arguments that go to `download_and_prepare` rather than to the builder's config.
 _PREPARE_KWARGS = ("num_proc", "download_mode")
@@ -214,4 +229,4 @@ def gallery_and_queries(dataset: datasets.Dataset) -> tuple[datasets.Dataset, da
     return gallery, dataset.select_columns(_QUERY_COLUMNS)
 
 
-__all__ = ["CORPORA", "CorpusInfo", "SplitSize", "gallery_and_queries", "load_corpus"]
+__all__ = ["CORPORA", "CorpusInfo", "SplitSize", "corpus_splits", "gallery_and_queries", "load_corpus"]

@@ -2,11 +2,14 @@
 
 The Trainer's own `evaluate()` computes a loss over an eval dataset; retrieval needs the whole gallery
 embedded first, so it runs here instead, on the main process, every `eval_steps` optimizer steps and
-once more when training ends.
+once more when training ends. The benchmarks given are a validation split: the best model is chosen
+on them, so a score measured on them is no longer an unbiased estimate (selecting on test is how
+reported numbers end up optimistic).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -29,7 +32,9 @@ class RetrievalEvalCallback(TrainerCallback):
 
     Logs `eval_<name>_R1`, `_R5`, `_R10`, `_mAP`, `_mINP` through `trainer.log` (so they reach
     `trainer.state.log_history` and every reporting integration) and, when `metric_for_best`
-    improves, saves model and processor to `<output_dir>/best_<name>/` with a `retrieval_metrics.json`.
+    improves, saves model and processor to `<output_dir>/best_<name>/` with a `retrieval_metrics.json`
+    (a PEFT model is saved merged, so the folder loads as a plain model). Evaluate the test split
+    once, after training, on that folder's model, and add its metrics with `record_test`.
 
     Usage::
 
@@ -43,6 +48,9 @@ class RetrievalEvalCallback(TrainerCallback):
         processor: a `GADMSProcessor`; defaults to `trainer.processing_class`.
         eval_steps: evaluate every this many optimizer steps; `None`: only when training ends.
         metric_for_best: which result decides the best model (`"R1"` by default).
+        split: the split the benchmarks come from (one name, or one per benchmark), recorded with the
+            best model; `"test"` is allowed but warned about (a model selected on test has no unbiased
+            test score left).
 
     Only the main process evaluates (the others wait at their next synchronisation), so the model
     must not be sharded (no FSDP / DeepSpeed ZeRO-3). The best score so far lives in this object:
@@ -61,6 +69,7 @@ class RetrievalEvalCallback(TrainerCallback):
         metric_for_best: str = "R1",
         save_best: bool = True,
         progress: bool = False,
+        split: str | Mapping[str, str] = "val",
     ):
         if not benchmarks:
             raise ValueError("benchmarks is empty: give at least one name -> (gallery, queries)")
@@ -93,8 +102,17 @@ class RetrievalEvalCallback(TrainerCallback):
         self.metric_for_best = metric_for_best
         self.save_best = save_best
         self.progress = progress
+        self.split = split
         self.best: dict[str, float] = {}
+        self.best_step: dict[str, int] = {}
+        self.best_dirs: dict[str, Path] = {}
         self._last_evaluated_step: int | None = None
+        if "test" in ((split,) if isinstance(split, str) else split.values()):
+            logger.warning(
+                "RetrievalEvalCallback is selecting the best model on the TEST split: the score of the selected "
+                "model on that split is then not a test result (it was used as validation). Select on a "
+                "validation split (CUHK-PEDES and RSTPReid have 'val'; hold out training identities otherwise)."
+            )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.eval_steps is not None and state.global_step % self.eval_steps == 0:
@@ -118,14 +136,29 @@ class RetrievalEvalCallback(TrainerCallback):
             score = metrics[self.metric_for_best]
             if score > self.best.get(name, float("-inf")):
                 self.best[name] = score
+                self.best_step[name] = state.global_step
                 if self.save_best:
-                    self._save(Path(args.output_dir) / f"best_{name}", model, metrics, state.global_step)
+                    self.best_dirs[name] = Path(args.output_dir) / f"best_{name}"
+                    self._save(name, model, metrics, state.global_step)
         self.trainer.log(logs)
 
-    def _save(self, directory: Path, model: Any, metrics: dict[str, float], step: int) -> None:
+    def split_of(self, name: str) -> str:
+        return self.split if isinstance(self.split, str) else self.split[name]
+
+    def record_test(self, name: str, metrics: Mapping[str, float]) -> None:
+        """Add the saved best model's test metrics (evaluated once, after training) to its record."""
+        path = self.best_dirs[name] / "retrieval_metrics.json"
+        record = json.loads(path.read_text())
+        record["test"] = {key: float(value) for key, value in metrics.items()}
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
+    def _save(self, name: str, model: Any, metrics: dict[str, float], step: int) -> None:
+        directory = self.best_dirs[name]
+        if hasattr(model, "merge_and_unload"):  # PEFT: a merged copy, the training model keeps its adapters
+            model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
-        record = {"step": step, "metric_for_best": self.metric_for_best, **metrics}
+        record = {"step": step, "split": self.split_of(name), "metric_for_best": self.metric_for_best, **metrics}
         (directory / "retrieval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         logger.info(
             "new best %s=%.2f at step %d, saved to %s",

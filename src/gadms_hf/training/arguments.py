@@ -49,17 +49,33 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split."})
     eval_benchmarks: list[str] = field(
         default_factory=list,
-        metadata={"help": "Benchmarks for direct-transfer evaluation: cuhk-pedes icfg-pedes rstpreid synth-pedes."},
+        metadata={"help": "Benchmarks for direct-transfer evaluation: cuhk-pedes icfg-pedes rstpreid synth-pedes "
+                  "('none': no evaluation)."},
     )
     eval_data_dir: str | None = field(
         default=None, metadata={"help": "Folder holding one sub-folder per benchmark (CUHK-PEDES/, ICFG-PEDES/, ...)."}
     )
-    eval_split: str = field(default="test", metadata={"help": "Benchmark split to evaluate on."})
+    eval_split: str = field(
+        default="test", metadata={"help": "Benchmark split evaluated once, at the end, on the selected model."}
+    )
+    selection_split: str = field(
+        default="val",
+        metadata={"help": "Split on which --eval_steps evaluations select the best model (best_<benchmark>/). A "
+                  "corpus without it (ICFG-PEDES, WebPerson) holds out --holdout_fraction of its training "
+                  "identities instead. 'test' is possible but the final number is then not a test result."},
+    )
+    holdout_fraction: float = field(
+        default=0.05, metadata={"help": "Share of training identities held out for selection (at least 2)."}
+    )
     synth_num_train_ids: int | None = field(default=None, metadata={"help": "SynthPEDES training identities."})
     synth_num_test_ids: int | None = field(default=None, metadata={"help": "SynthPEDES test identities."})
     synth_noise_rate: float | None = field(
         default=None, metadata={"help": "SynthPEDES share of training captions with planted noise."}
     )
+
+    def __post_init__(self):
+        if self.eval_benchmarks == ["none"]:  # a list flag cannot be given empty on the command line
+            self.eval_benchmarks = []
 
 
 @dataclass
@@ -102,6 +118,11 @@ class GADMSTrainingArguments(TrainingArguments):
             raise ValueError(f"--optimizer_name={self.optimizer_name!r} must be 'adam' or 'adamw'")
         if self.lr_schedule not in ("warmup_cosine", "hf"):
             raise ValueError(f"--lr_schedule={self.lr_schedule!r} must be 'warmup_cosine' or 'hf'")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name}={getattr(self, name)} must be a positive number of samples")
+        if self.output_dir is not None and os.path.isfile(self.output_dir):
+            raise ValueError(f"--output_dir {self.output_dir} is a file; expected a folder (new or existing)")
         super().__post_init__()
 
 

@@ -5,18 +5,19 @@ data (corpus -> transforms) -> model (config/recipe) -> bank + collator -> GADMS
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import datasets
 import torch
 import transformers
-from transformers import HfArgumentParser
 
 from ..configuration_gadms import GADMSConfig
+from ..data.caption_length import count_cut_captions
 from ..data.collator import GADMSCollator
 from ..data.score_bank import TokenScoreBank
 from ..data.transforms import ImageColumnTransform, apply_transform
@@ -29,18 +30,6 @@ from .arguments import DataArguments, GADMSTrainingArguments, ModelArguments, pa
 logger = logging.getLogger("gadms_hf")
 
 PRESETS = {"tiny": GADMSConfig.tiny, "vit_b16": GADMSConfig.vit_b16}
-
-
-def parse_script_args(parser: HfArgumentParser, embedded_default: dict, argv: list[str] | None = None) -> tuple:
-    """No arguments: the embedded default; one .json/.yaml file: its arguments; else the command line."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        return parser.parse_dict(embedded_default)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def setup_logging(training_args: GADMSTrainingArguments) -> None:
@@ -69,22 +58,68 @@ def build_model(model_args: ModelArguments, num_identities: int = 0) -> GADMSMod
         config = PRESETS[model_args.preset](num_identities=num_identities, **overrides)
         config.apply_recipe(model_args.recipe)
         return GADMSModel(config)
-    if _is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
-        config = GADMSConfig.from_pretrained(source)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        config.num_identities = num_identities
-        config.apply_recipe(model_args.recipe)
-        # New heads (an ID classifier for fine-tuning) are initialised; the rest must load.
-        return GADMSModel.from_pretrained(source, config=config)
-    model = GADMSModel.from_clip(
-        source, image_size=(model_args.image_height, model_args.image_width), num_identities=num_identities,
-        **overrides,
-    )
+    with loading_model_from(source):
+        if _is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
+            return _load_gadms(source, overrides, num_identities, model_args.recipe)
+        model = GADMSModel.from_clip(
+            source, image_size=(model_args.image_height, model_args.image_width), num_identities=num_identities,
+            **overrides,
+        )
     model.config.apply_recipe(model_args.recipe)
     if model.config.mim_loss_weight == 0:
         model.cross_modal = None  # the CLIP recipe has no MIM head
     return model
+
+
+def _load_gadms(source: str, overrides: dict, num_identities: int, recipe: str) -> GADMSModel:
+    """A GA-DMS checkpoint with this run's ID head: a new number of identities gets a fresh head (the
+    identities of another run or dataset mean nothing here); every other weight must load."""
+    config = GADMSConfig.from_pretrained(source)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    saved_identities = config.num_identities
+    config.num_identities = num_identities
+    config.apply_recipe(recipe)
+    new_head = num_identities > 0 and saved_identities != num_identities
+    model, info = GADMSModel.from_pretrained(source, config=config, output_loading_info=True,
+                                             ignore_mismatched_sizes=new_head and saved_identities > 0)
+    others = sorted(key for key, *_ in info["mismatched_keys"] if not key.startswith("classifier."))
+    if others:
+        raise ValueError(f"{source}: weights {others} do not fit the model's configuration")
+    if new_head:
+        logger.info("fresh ID head: %d identities (the checkpoint's head had %d)", num_identities, saved_identities)
+    return model
+
+
+def check_model_source(name: str) -> None:
+    """Fail early, naming the folder, when a local model path does not exist (instead of a Hub error)."""
+    if os.path.isdir(name):
+        return
+    if os.path.exists(name):
+        raise ValueError(f"--model_name_or_path {name} is a file; expected a model folder or a Hub id")
+    parts = name.split("/")
+    hub_like = len(parts) <= 2 and all(parts) and not name.startswith((".", "~")) and not os.path.isdir(parts[0])
+    if not hub_like:
+        raise FileNotFoundError(
+            f"model folder {name} does not exist (looked for {os.path.abspath(name)}); a Hub id would be "
+            "user/name and needs the network"
+        )
+
+
+@contextlib.contextmanager
+def loading_model_from(name: str) -> Iterator[None]:
+    """Around loading `name`: a missing local folder says so; a Hub id that cannot load says why."""
+    check_model_source(name)
+    try:
+        yield
+    except OSError as error:
+        if os.path.isdir(name):
+            raise
+        reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise OSError(
+            f"model folder {name} does not exist (looked for {os.path.abspath(name)}), and as a Hub id it could "
+            f"not be loaded either (a Hub id needs the network): {reason}"
+        ) from error
 
 
 def _hub_is_gadms(name: str) -> bool:
@@ -112,7 +147,7 @@ def load_training_corpus(data_args: DataArguments, seed: int):
 
     kwargs = {}
     if data_args.dataset_name == "synth-pedes":
-        kwargs = _synth_overrides(data_args)
+        kwargs = synth_overrides(data_args)
     dataset = load_corpus(data_args.dataset_name, data_dir=data_args.data_dir, split="train",
                           streaming=data_args.streaming, **kwargs)
     if data_args.max_train_samples is not None:
@@ -121,7 +156,19 @@ def load_training_corpus(data_args: DataArguments, seed: int):
     return dataset
 
 
-def _synth_overrides(data_args: DataArguments) -> dict:
+def report_cut_captions(corpora: dict[str, datasets.Dataset | datasets.IterableDataset], tokenizer) -> None:
+    """Log, per corpus, how many captions the 77-token window cuts (a warning when any is)."""
+    for name, dataset in corpora.items():
+        if not isinstance(dataset, datasets.Dataset):
+            logger.info("%s is streamed: captions longer than %d tokens are cut without being counted", name,
+                        TEXT_LENGTH)
+            continue
+        cut, total = count_cut_captions(dataset, tokenizer, TEXT_LENGTH)
+        logger.log(logging.WARNING if cut else logging.INFO,
+                   "%d of %d captions longer than %d tokens were cut (%s)", cut, total, TEXT_LENGTH, name)
+
+
+def synth_overrides(data_args: DataArguments) -> dict:
     mapping = {"num_train_ids": data_args.synth_num_train_ids, "num_test_ids": data_args.synth_num_test_ids,
                "noise_rate": data_args.synth_noise_rate}
     return {key: value for key, value in mapping.items() if value is not None}
@@ -133,7 +180,7 @@ def load_eval_benchmarks(data_args: DataArguments) -> dict[str, tuple]:
 
     benchmarks = {}
     for name in data_args.eval_benchmarks:
-        kwargs = _synth_overrides(data_args) if name == "synth-pedes" else {}
+        kwargs = synth_overrides(data_args) if name == "synth-pedes" else {}
         data_dir = None
         if name != "synth-pedes":
             data_dir = benchmark_dir(name, data_args.eval_data_dir)
@@ -197,11 +244,13 @@ def dump_args(path: str, *groups) -> None:
 
 
 __all__ = [
-    "parse_script_args",
     "build_model",
     "build_processor",
+    "check_model_source",
+    "loading_model_from",
     "load_training_corpus",
     "load_eval_benchmarks",
+    "report_cut_captions",
     "make_score_bank",
     "make_collator",
     "prepare_train_dataset",

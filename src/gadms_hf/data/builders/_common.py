@@ -134,6 +134,11 @@ def read_json_list(path: Path, layout: str) -> list[Any]:
             entries = json.load(file)
         except json.JSONDecodeError as error:
             raise ValueError(f"Annotation file {path} is not valid JSON: {error}") from error
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"Annotation file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                f"{error.start}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+            ) from error
     if not isinstance(entries, list):
         raise ValueError(f"Annotation file {path} must hold a JSON list, got {type(entries).__name__}.")
     return entries
@@ -192,16 +197,22 @@ class _Record(NamedTuple):
 class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
     """A text-based person retrieval benchmark: one JSON list of annotated images plus an ``imgs/`` folder.
 
-    Subclasses name the annotation file, the JSON field holding the image path, the splits the JSON may use
-    and the corpus metadata. Ids are assigned per split in annotation order, after unreadable images are
-    dropped, so they are contiguous: ``person_id`` in order of first appearance, ``image_id`` per image,
-    ``caption_id`` per caption.
+    Subclasses name the annotation file (and the other names downloaded copies use), the JSON field holding
+    the image path, the splits the JSON may use and the corpus metadata. The annotation may also sit in
+    ``annotations/``, and the image folders directly in ``data_dir`` when a copy was unpacked without
+    ``imgs/``. Images the annotation lists but the copy lacks are reported by folder and skipped (``strict``:
+    refused). Ids are assigned per split in annotation order, after unreadable images are dropped, so they
+    are contiguous: ``person_id`` in order of first appearance, ``image_id`` per image, ``caption_id`` per
+    caption.
     """
 
     BUILDER_CONFIG_CLASS = PedesConfig
     VERSION = datasets.Version("1.0.0")
 
     ANNOTATION_FILE: ClassVar[str]
+    ANNOTATION_VARIANTS: ClassVar[tuple[str, ...]] = ()
+    ANNOTATION_DIRS: ClassVar[tuple[str, ...]] = ("", "annotations")
+    IMAGE_DIR: ClassVar[str] = "imgs"
     PATH_FIELD: ClassVar[str]
     SPLITS: ClassVar[tuple[str, ...]]
     DESCRIPTION: ClassVar[str]
@@ -210,17 +221,47 @@ class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
 
     def __init__(self, *, data_dir: str | None = None, hash: str | None = None, **kwargs: Any) -> None:
         if hash is None and data_dir is not None:
-            hash = files_fingerprint([Path(data_dir).expanduser() / self.ANNOTATION_FILE])
+            hash = files_fingerprint(self.annotation_candidates(Path(data_dir).expanduser()))
         super().__init__(data_dir=data_dir, hash=hash, **kwargs)
+
+    @classmethod
+    def annotation_candidates(cls, root: Path) -> list[Path]:
+        """Where the annotation may be, in the order it is looked for."""
+        names = (cls.ANNOTATION_FILE, *cls.ANNOTATION_VARIANTS)
+        return [root / folder / name for folder in cls.ANNOTATION_DIRS for name in names]
+
+    @classmethod
+    def find_annotation(cls, root: Path) -> Path | None:
+        return next((path for path in cls.annotation_candidates(root) if path.is_file()), None)
+
+    @classmethod
+    def find_image_dir(cls, root: Path) -> Path | None:
+        """``imgs/``, else ``root`` itself when it holds image folders (a copy unpacked one level up)."""
+        if (root / cls.IMAGE_DIR).is_dir():
+            return root / cls.IMAGE_DIR
+        if root.is_dir() and any(p.is_dir() and p.name not in cls.ANNOTATION_DIRS for p in root.iterdir()):
+            return root
+        return None
+
+    @classmethod
+    def missing_inputs(cls, root: Path) -> list[Path]:
+        """The annotation file and image folder, each under its usual name, when no accepted form is present."""
+        missing = [] if cls.find_annotation(root) else [root / cls.ANNOTATION_FILE]
+        return missing + ([] if cls.find_image_dir(root) else [root / cls.IMAGE_DIR])
 
     @classmethod
     def layout(cls) -> str:
         fields = ", ".join(repr(f) for f in ("split", "captions", cls.PATH_FIELD, "id"))
+        variants = f" (or {' / '.join(cls.ANNOTATION_VARIANTS)})" if cls.ANNOTATION_VARIANTS else ""
         return (
-            f"  <data_dir>/{cls.ANNOTATION_FILE}  JSON list of objects with {fields} "
-            f"(split one of {', '.join(cls.SPLITS)})\n"
+            f"  <data_dir>/{cls.ANNOTATION_FILE}{variants}  JSON list of objects with {fields} "
+            f"(split one of {', '.join(cls.SPLITS)}); also accepted in <data_dir>/annotations/\n"
             f"  <data_dir>/imgs/  the images, at each entry's {cls.PATH_FIELD!r} relative to this folder"
         )
+
+    def entry_split(self, entry: dict, where: str) -> str:
+        """The split an annotation entry belongs to (its ``split`` field; subclasses may infer it)."""
+        return require_field(entry, "split", str, where)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -229,17 +270,17 @@ class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
         root = data_root(self.config.data_dir, self.layout())
-        annotation = root / self.ANNOTATION_FILE
+        annotation = self.find_annotation(root) or root / self.ANNOTATION_FILE
         entries = read_json_list(annotation, self.layout())
         if not entries:
             raise ValueError(
                 f"Annotation file {annotation} holds an empty list. Expected layout:\n{self.layout()}"
             )
-        image_dir = require_dir(root / "imgs", self.layout())
+        image_dir = require_dir(self.find_image_dir(root) or root / self.IMAGE_DIR, self.layout())
         records: dict[str, list[_Record]] = {split: [] for split in self.SPLITS}
         for index, entry in enumerate(entries):
             where = f"Entry {index} of {annotation}"
-            split = require_field(entry, "split", str, where)
+            split = self.entry_split(entry, where)
             if split not in records:
                 raise ValueError(f"{where}: split {split!r} is not one of {list(self.SPLITS)}.")
             records[split].append(
@@ -251,6 +292,7 @@ class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
                     ),
                 )
             )
+        records = self._drop_missing_images(records, image_dir, root, annotation)
         # Records go in a tuple: datasets would shard a list across workers, and the ids must be counted in
         # one pass over the split to stay contiguous.
         return [
@@ -260,6 +302,31 @@ class PedesBenchmarkBuilder(datasets.GeneratorBasedBuilder):
             for split, rows in records.items()
             if rows
         ]
+
+    def _drop_missing_images(self, records: dict[str, list[_Record]], image_dir: Path, root: Path,
+                             annotation: Path) -> dict[str, list[_Record]]:
+        """Records whose image file exists; the others reported by folder (whole folders first), or refused."""
+        listed = [record.image_path for rows in records.values() for record in rows]
+        missing = [path for path in listed if not (image_dir / path).is_file()]
+        if not missing:
+            return records
+        prefix = image_dir.relative_to(root).as_posix() + "/" if image_dir != root else ""
+        by_folder: dict[str, list[str]] = {}
+        for path in missing:
+            by_folder.setdefault(Path(path).parts[0] if len(Path(path).parts) > 1 else "", []).append(path)
+        gone = {f: paths for f, paths in by_folder.items() if f and not (image_dir / f).is_dir()}
+        folders = ", ".join(f"{prefix}{f}/ ({len(p)} image{'s' if len(p) > 1 else ''})" for f, p in gone.items())
+        files = [f"{prefix}{p}" for f, paths in by_folder.items() if f not in gone for p in paths]
+        shown = ", ".join(files[:_REPORTED_PATHS]) + (f" and {len(files) - _REPORTED_PATHS} more"
+                                                      if len(files) > _REPORTED_PATHS else "")
+        details = "; ".join(filter(None, [folders and f"missing folders: {folders}",
+                                          files and f"missing files: {shown}"]))
+        summary = f"{len(missing)} of {len(listed)} images listed in {annotation} are missing"
+        if self.config.strict:
+            raise ValueError(f"{summary} under {image_dir}: {details}. Without strict=True they would be skipped.")
+        logger.warning("%s, skipped: %s", summary, details)
+        absent = set(missing)
+        return {split: [r for r in rows if r.image_path not in absent] for split, rows in records.items()}
 
     def _generate_examples(
         self, records: tuple[_Record, ...], image_dir: str, split: str
