@@ -26,7 +26,6 @@ import os
 import time
 
 from transformers import HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from gadms_hf.evaluation.retrieval import evaluate_retrieval
 from gadms_hf.training.arguments import (
@@ -36,6 +35,7 @@ from gadms_hf.training.arguments import (
     ModelArguments,
     parse_overrides,
 )
+from gadms_hf.training.checkpoints import last_complete_checkpoint
 from gadms_hf.training.model_card import write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
@@ -148,8 +148,10 @@ def main() -> dict:
                                                    eval_steps=int(training_args.eval_steps),
                                                    batch_size=training_args.per_device_eval_batch_size))
     resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = get_last_checkpoint(training_args.output_dir)
+    if resume is None:
+        resume = last_complete_checkpoint(training_args.output_dir)
+    if resume and trainer.is_world_process_zero():
+        print(f"resuming from {resume}")
     train_result = trainer.train(resume_from_checkpoint=resume)
     if ft_args.lora_r:
         from gadms_hf.training.lora import merge_and_save

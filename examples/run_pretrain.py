@@ -19,11 +19,11 @@ import os
 import time
 
 from transformers import HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from gadms_hf.data.builders.webperson import WebPerson
 from gadms_hf.evaluation.retrieval import evaluate_retrieval
 from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments
+from gadms_hf.training.checkpoints import last_complete_checkpoint
 from gadms_hf.training.model_card import write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
@@ -97,8 +97,10 @@ def main() -> dict:
         trainer.add_callback(RetrievalEvalCallback(trainer, benchmarks, processor,
                                                    eval_steps=int(training_args.eval_steps)))
     resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = get_last_checkpoint(training_args.output_dir)
+    if resume is None:
+        resume = last_complete_checkpoint(training_args.output_dir)
+    if resume and trainer.is_world_process_zero():
+        print(f"resuming from {resume}")
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
