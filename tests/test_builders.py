@@ -230,6 +230,14 @@ def test_synth_pedes_is_delegated_with_the_same_schema(tmp_path):
     stream = load_corpus("synth-pedes", split="test", streaming=True, cache_dir=tmp_path / "cache", **sizes)
     assert isinstance(stream, datasets.IterableDataset)
     assert [r["caption_id"] for r in rows(stream)] == test["caption_id"][:]
+    every = load_corpus("synth-pedes", split=None, cache_dir=tmp_path / "cache", **sizes)
+    assert list(every) == ["train", "test"] and every["test"]["caption_id"] == test["caption_id"][:]
+
+
+def test_split_none_gives_the_splits_the_folder_has(tmp_path):
+    entries = [entry for entry in CUHK_ENTRIES if entry[0] != "val"]
+    every = load_corpus("cuhk-pedes", data_dir=make_cuhk(tmp_path / "cuhk", entries), split=None)
+    assert isinstance(every, datasets.DatasetDict) and sorted(every) == ["test", "train"]
 
 
 @pytest.mark.parametrize(
