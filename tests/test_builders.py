@@ -293,6 +293,33 @@ def test_editing_the_annotations_rebuilds(tmp_path):
     assert (before.num_rows, after["caption"][:]) == (2, ["a new caption."])
 
 
+@pytest.mark.parametrize("corpus", ["cuhk-pedes", "webperson"])
+def test_changing_images_rebuilds(tmp_path, caplog, corpus):
+    """The cache key covers the image folder (names, sizes, mtimes): repaired images come back, images broken
+    after the build are skipped with a warning instead of reaching training."""
+    if corpus == "cuhk-pedes":
+        root, image = make_cuhk(tmp_path / "data"), "cam_a/0002.jpg"
+    else:
+        root, image = make_webperson_raw(tmp_path / "data"), WEB_IMAGES[2]
+    path = root / "imgs" / image
+    good = path.read_bytes()
+
+    def paths() -> list[str]:
+        return load_corpus(corpus, data_dir=root, cache_dir=tmp_path / "cache")["image_path"][:]
+
+    assert image in paths()
+
+    truncate(path)  # broken after the build
+    with caplog.at_level(logging.WARNING):
+        assert image not in paths()
+    assert "Skipped 1 unreadable image(s)" in caplog.text and image in caplog.text
+
+    path.write_bytes(good)  # repaired
+    assert image in paths()
+    (root / "imgs" / "notes.txt").write_text("a new file")  # any change of the folder rebuilds; same rows
+    assert image in paths()
+
+
 def test_webperson_raw_form(tmp_path):
     root = make_webperson_raw(tmp_path / "web")
     truncate(root / "imgs" / WEB_IMAGES[3])

@@ -140,8 +140,8 @@ def load_corpus(
         strict: fail on an unreadable image instead of skipping and counting it (synthetic images are always
             readable, so "synth-pedes" has nothing to check).
         cache_dir: the ``datasets`` cache folder (default ``HF_DATASETS_CACHE``).
-        **kwargs: ``num_proc`` and ``download_mode`` go to ``download_and_prepare`` (``"force_redownload"``
-            rebuilds after images changed); the rest go to the builder config (``verify_images``, and for
+        **kwargs: ``num_proc`` and ``download_mode`` go to ``download_and_prepare`` (a change to the
+            annotation file or the image folder rebuilds by itself); the rest go to the builder config (``verify_images``, and for
             WebPerson's raw form ``annotation_file``, ``image_dir``) or, for "synth-pedes", to
             ``load_synth_pedes``.
     """

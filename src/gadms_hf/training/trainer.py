@@ -25,6 +25,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.score_bank import TokenScoreBank
+from ..data.transforms import ImageColumnTransform
 from .arguments import GADMSTrainingArguments
 from .checkpoints import (
     last_complete_checkpoint,
@@ -66,8 +67,9 @@ class EpochBroadcast(TrainerCallback):
 class GADMSTrainer(Trainer):
     """Trains a `GADMSModel`; logs sdm/mim/id losses and keeps the GASS score bank.
 
-    `epoch_listeners`: objects with `set_epoch(int)` (e.g. the seeded `ImageColumnTransform`);
-    the data collator is added when it has `set_epoch`.
+    `epoch_listeners`: objects with `set_epoch(int)` (e.g. the seeded `ImageColumnTransform`, whose
+    count of skipped unreadable images is logged as `unreadable_images`); the data collator is added
+    when it has `set_epoch`.
     """
 
     args: GADMSTrainingArguments
@@ -78,6 +80,8 @@ class GADMSTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.score_bank = score_bank
         listeners = list(epoch_listeners or [])
+        # their `unreadable` counters are logged (see data/transforms.py)
+        self._image_transforms = [listener for listener in listeners if isinstance(listener, ImageColumnTransform)]
         if hasattr(self.data_collator, "set_epoch"):
             listeners.append(self.data_collator)
         if listeners:
@@ -117,6 +121,11 @@ class GADMSTrainer(Trainer):
                 mean = self.accelerator.reduce(mean.to(self.accelerator.device), reduction="mean")
                 logs[f"{prefix}{name}"] = round(mean.item(), 4)
         self._components[mode].clear()
+        if mode == "train" and self._image_transforms:
+            skipped = torch.tensor(sum(t.unreadable.total for t in self._image_transforms), dtype=torch.float32)
+            skipped = int(self.accelerator.reduce(skipped.to(self.accelerator.device), reduction="sum").item())
+            if skipped:
+                logs["unreadable_images"] = skipped  # since this process started, all ranks together
         super().log(logs, start_time)
 
     # ----------------------------------------------------------------- optimiser

@@ -151,7 +151,12 @@ class WebPerson(datasets.GeneratorBasedBuilder):
             # the raw form's annotation list, or every Parquet file of a local Hub-form folder
             folder = Path(data_dir).expanduser()
             raw = _looks_raw(folder) or any(kwargs.get(k) is not None for k in ("annotation_file", "image_dir"))
-            hash = files_fingerprint(list(folder.glob("*.json")) if raw else list(folder.rglob("*.parquet")))
+            sources = list(folder.rglob("*.parquet"))  # the Hub form's images are inside them
+            if raw:
+                sources = [*folder.glob("*.json"), folder / (kwargs.get("image_dir") or "imgs")]
+                if kwargs.get("annotation_file") is not None:
+                    sources.append(folder / kwargs["annotation_file"])  # an absolute one replaces folder
+            hash = files_fingerprint(sources)
         super().__init__(data_dir=data_dir, hash=hash, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
