@@ -14,7 +14,8 @@ checkpoint (converted with GADMSModel.from_clip), or unset (a fresh `--preset` m
 head gets one class per training identity. Fine-tuning weighs MIM 1.0 unless
 `--config_overrides mim_loss_weight=...` says otherwise. The model is evaluated on the
 benchmark's test split at the end (and every `--eval_steps` steps when given). With LoRA the
-adapters are saved to `<output_dir>/adapter` and the merged model to `<output_dir>`.
+adapters are saved to `<output_dir>/_adapter` and the merged model to `<output_dir>`; only the
+merged model is uploaded by `--push_to_hub`.
 `--help` lists every argument.
 """
 
@@ -36,7 +37,7 @@ from gadms_hf.training.arguments import (
     parse_overrides,
 )
 from gadms_hf.training.checkpoints import last_complete_checkpoint
-from gadms_hf.training.model_card import write_model_card
+from gadms_hf.training.model_card import describe_weights, write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
@@ -141,12 +142,14 @@ def main() -> dict:
         epoch_listeners=[augmentation],
     )
     evaluated_in_training = bool(benchmarks and training_args.eval_steps)
+    eval_callback = None
     if evaluated_in_training:
         from gadms_hf.evaluation.callback import RetrievalEvalCallback
 
-        trainer.add_callback(RetrievalEvalCallback(trainer, benchmarks, processor,
-                                                   eval_steps=int(training_args.eval_steps),
-                                                   batch_size=training_args.per_device_eval_batch_size))
+        eval_callback = RetrievalEvalCallback(trainer, benchmarks, processor, eval_steps=int(training_args.eval_steps),
+                                              batch_size=training_args.per_device_eval_batch_size,
+                                              split=data_args.eval_split)
+        trainer.add_callback(eval_callback)
     resume = training_args.resume_from_checkpoint
     if resume is None:
         resume = last_complete_checkpoint(training_args.output_dir)
@@ -184,8 +187,10 @@ def main() -> dict:
                   "num_identities": num_identities, "recipe": model_args.recipe, "lora_r": ft_args.lora_r}
         with open(os.path.join(training_args.output_dir, "retrieval_metrics.json"), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
+        step = trainer.state.global_step
         write_model_card(training_args.output_dir, trainer.model.config, model_args, data_args, training_args,
-                         results, train_result.metrics, stage="fine-tuning")
+                         results, train_result.metrics, stage="fine-tuning",
+                         weights=describe_weights(step, step, eval_callback))
         print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name)

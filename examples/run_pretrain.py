@@ -24,7 +24,7 @@ from gadms_hf.data.builders.webperson import WebPerson
 from gadms_hf.evaluation.retrieval import evaluate_retrieval
 from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments
 from gadms_hf.training.checkpoints import last_complete_checkpoint
-from gadms_hf.training.model_card import write_model_card
+from gadms_hf.training.model_card import describe_weights, write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
@@ -91,11 +91,13 @@ def main() -> dict:
         score_bank=bank,
         epoch_listeners=[augmentation],
     )
+    eval_callback = None
     if benchmarks and training_args.eval_steps:
         from gadms_hf.evaluation.callback import RetrievalEvalCallback
 
-        trainer.add_callback(RetrievalEvalCallback(trainer, benchmarks, processor,
-                                                   eval_steps=int(training_args.eval_steps)))
+        eval_callback = RetrievalEvalCallback(trainer, benchmarks, processor, eval_steps=int(training_args.eval_steps),
+                                              split=data_args.eval_split)
+        trainer.add_callback(eval_callback)
     resume = training_args.resume_from_checkpoint
     if resume is None:
         resume = last_complete_checkpoint(training_args.output_dir)
@@ -118,8 +120,9 @@ def main() -> dict:
         print(table)
         with open(os.path.join(training_args.output_dir, "retrieval_metrics.json"), "w", encoding="utf-8") as f:
             json.dump({"results": results, "wall_seconds": wall, "steps": trainer.state.global_step}, f, indent=2)
+        step = trainer.state.global_step
         write_model_card(training_args.output_dir, model.config, model_args, data_args, training_args, results,
-                         train_result.metrics)
+                         train_result.metrics, weights=describe_weights(step, step, eval_callback))
         print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name)

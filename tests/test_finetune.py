@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
 from gadms_hf import GADMSConfig, GADMSModel
@@ -125,10 +126,28 @@ def test_no_gass_runs_the_irra_recipe_and_evaluates_during_training(tmp_path, da
     assert final["mAP"] == evaluated[-1]["eval_synth-pedes_mAP"]
 
 
+def _hub_upload(output_dir: Path) -> list[str]:
+    """The files `Trainer.push_to_hub` uploads from `output_dir`: its ignore patterns, huggingface_hub's matching."""
+    files = [path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*") if path.is_file()]
+    return sorted(filter_repo_objects(files, ignore_patterns=["_*", "checkpoint-*"]))
+
+
 def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache):
     out = tmp_path / "lora"
-    _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2"],
-         datasets_cache)
+    _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2",
+          "--eval_steps", "2"], datasets_cache)
+
+    # the Hub gets one model: the merged final weights, not the adapters nor the best-so-far copies
+    uploaded = _hub_upload(out)
+    assert [name for name in uploaded if name.endswith(".safetensors")] == ["model.safetensors"]
+    assert not [name for name in uploaded if "adapter" in name or "best" in name]
+    best = AutoModel.from_pretrained(out / "_best_synth-pedes")  # a whole model, merged, not an adapter
+    assert type(best) is GADMSModel and not any(type(m).__module__.startswith("peft.") for m in best.modules())
+    record = json.loads((out / "_best_synth-pedes" / "retrieval_metrics.json").read_text())
+    final = json.loads((out / "retrieval_metrics.json").read_text())["results"]["synth-pedes"]
+    card = (out / "README.md").read_text()
+    assert "the weights at step 4 of 4" in card and "`test` split" in card and f"{final['R1']:.2f}" in card
+    assert f"{record['R1']:.2f} at step {record['step']}" in card
 
     for folder in (out / ADAPTER_SUBDIR, out / "checkpoint-2"):
         assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()

@@ -1,5 +1,9 @@
 """Retrieval benchmarks evaluated during `Trainer.train`, logged like any metric, best model kept per benchmark.
 
+The best models are kept in `<output_dir>/_best_<name>/`: the leading underscore keeps them out of the
+Trainer's Hub upload (it skips `_*`), which publishes one model, the final one, whose card says which step
+it is and how it scored (`training/model_card.py` reads `history` and `best_steps`).
+
 The Trainer's own `evaluate()` computes a loss over an eval dataset; retrieval needs the whole gallery
 embedded first, so it runs here instead, on the main process, every `eval_steps` optimizer steps and
 once more when training ends.
@@ -7,6 +11,7 @@ once more when training ends.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -28,8 +33,10 @@ class RetrievalEvalCallback(TrainerCallback):
     """Evaluate text-to-image retrieval on named benchmarks while training.
 
     Logs `eval_<name>_R1`, `_R5`, `_R10`, `_mAP`, `_mINP` through `trainer.log` (so they reach
-    `trainer.state.log_history` and every reporting integration) and, when `metric_for_best`
-    improves, saves model and processor to `<output_dir>/best_<name>/` with a `retrieval_metrics.json`.
+    `trainer.state.log_history` and every reporting integration), keeps every evaluation in
+    `history` (step -> name -> metrics) and, when `metric_for_best` improves, saves model and
+    processor to `<output_dir>/_best_<name>/` with a `retrieval_metrics.json`. A LoRA (peft) model is
+    saved merged (a copy is merged), so every best folder is a whole model that `AutoModel` loads.
 
     Usage::
 
@@ -43,6 +50,8 @@ class RetrievalEvalCallback(TrainerCallback):
         processor: a `GADMSProcessor`; defaults to `trainer.processing_class`.
         eval_steps: evaluate every this many optimizer steps; `None`: only when training ends.
         metric_for_best: which result decides the best model (`"R1"` by default).
+        split: the split of each benchmark that gallery and queries come from; recorded with the
+            scores and named in the model card.
 
     Only the main process evaluates (the others wait at their next synchronisation), so the model
     must not be sharded (no FSDP / DeepSpeed ZeRO-3). The best score so far lives in this object:
@@ -61,6 +70,7 @@ class RetrievalEvalCallback(TrainerCallback):
         metric_for_best: str = "R1",
         save_best: bool = True,
         progress: bool = False,
+        split: str = "test",
     ):
         if not benchmarks:
             raise ValueError("benchmarks is empty: give at least one name -> (gallery, queries)")
@@ -93,7 +103,10 @@ class RetrievalEvalCallback(TrainerCallback):
         self.metric_for_best = metric_for_best
         self.save_best = save_best
         self.progress = progress
+        self.split = split
         self.best: dict[str, float] = {}
+        self.best_steps: dict[str, int] = {}
+        self.history: dict[int, dict[str, dict[str, float]]] = {}
         self._last_evaluated_step: int | None = None
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
@@ -115,17 +128,20 @@ class RetrievalEvalCallback(TrainerCallback):
                 model, self.processor, gallery, queries, self.batch_size, ks=self.ks, progress=self.progress
             )
             logs.update({f"eval_{name}_{key}": value for key, value in metrics.items()})
+            self.history.setdefault(state.global_step, {})[name] = metrics
             score = metrics[self.metric_for_best]
             if score > self.best.get(name, float("-inf")):
-                self.best[name] = score
+                self.best[name], self.best_steps[name] = score, state.global_step
                 if self.save_best:
-                    self._save(Path(args.output_dir) / f"best_{name}", model, metrics, state.global_step)
+                    self._save(Path(args.output_dir) / f"_best_{name}", model, metrics, state.global_step)
         self.trainer.log(logs)
 
     def _save(self, directory: Path, model: Any, metrics: dict[str, float], step: int) -> None:
+        if hasattr(model, "merge_and_unload"):  # peft: its save_pretrained would write the adapter alone
+            model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
-        record = {"step": step, "metric_for_best": self.metric_for_best, **metrics}
+        record = {"step": step, "split": self.split, "metric_for_best": self.metric_for_best, **metrics}
         (directory / "retrieval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         logger.info(
             "new best %s=%.2f at step %d, saved to %s",
