@@ -218,8 +218,8 @@ class GADMSTrainer(Trainer):
         # A resumed run whose checkpoint already reached max_steps would otherwise train one more step
         # (the Trainer tests the step count only after a step).
         if self.state.global_step >= self.state.max_steps > 0:
-            logger.info("step %d of %d already reached: nothing left to train", self.state.global_step,
-                        self.state.max_steps)
+            logger.warning("the checkpoint is at step %d of %d: nothing left to train", self.state.global_step,
+                           self.state.max_steps)
             self.control.should_training_stop = True
             return
         super()._run_epoch(**kwargs)
