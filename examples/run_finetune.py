@@ -15,9 +15,10 @@ head gets one class per training identity (a fresh head when the checkpoint's ha
 number). Fine-tuning weighs MIM 1.0 unless `--config_overrides mim_loss_weight=...` says
 otherwise. With `--eval_steps N` the model is evaluated every N steps on the benchmark's `val`
 split (ICFG-PEDES: training identities held out, recorded in selection_split.json) and the best
-one kept in `<output_dir>/best_<benchmark>/`; the test split is evaluated once, at the end, on
+one kept in `<output_dir>/_best_<benchmark>/`; the test split is evaluated once, at the end, on
 that model (without `--eval_steps`, on the final model). With LoRA the adapters are saved to
-`<output_dir>/adapter` and the merged model to `<output_dir>`.
+`<output_dir>/_adapter` and the merged model to `<output_dir>`; only the merged model is uploaded
+by `--push_to_hub` (folders starting with `_` are not).
 Every argument not given keeps the embedded default's value (`--help` shows it); a config file
 comes first and flags after it override it.
 `--help` lists every argument.
@@ -31,7 +32,6 @@ import os
 import time
 
 from transformers import HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from gadms_hf.evaluation.callback import RetrievalEvalCallback
 from gadms_hf.training.arguments import (
@@ -41,7 +41,8 @@ from gadms_hf.training.arguments import (
     ModelArguments,
     parse_overrides,
 )
-from gadms_hf.training.model_card import write_model_card
+from gadms_hf.training.checkpoints import last_complete_checkpoint
+from gadms_hf.training.model_card import describe_weights, write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
@@ -165,8 +166,10 @@ def main() -> dict:
                                          split=selection_splits)
         trainer.add_callback(callback)
     resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = get_last_checkpoint(training_args.output_dir)
+    if resume is None:
+        resume = last_complete_checkpoint(training_args.output_dir)
+    if resume and trainer.is_world_process_zero():
+        print(f"resuming from {resume}")
     train_result = trainer.train(resume_from_checkpoint=resume)
     if ft_args.lora_r:
         from gadms_hf.training.lora import merge_and_save
@@ -201,8 +204,10 @@ def main() -> dict:
             json.dump(record, f, indent=2)
         # The card describes the model in output_dir: only results measured on that model belong in it.
         final_results = {name: metrics for name, metrics in results.items() if evaluated[name] == "final model"}
+        step = trainer.state.global_step
         write_model_card(training_args.output_dir, trainer.model.config, model_args, data_args, training_args,
-                         final_results, train_result.metrics, stage="fine-tuning")
+                         final_results, train_result.metrics, stage="fine-tuning",
+                         weights=describe_weights(step, step, callback))
         print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name)

@@ -21,12 +21,12 @@ import os
 import time
 
 from transformers import HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from gadms_hf.data.builders.webperson import WebPerson
 from gadms_hf.evaluation.callback import RetrievalEvalCallback
 from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments
-from gadms_hf.training.model_card import write_model_card
+from gadms_hf.training.checkpoints import last_complete_checkpoint
+from gadms_hf.training.model_card import describe_weights, write_model_card
 from gadms_hf.training.pipeline import (
     build_model,
     build_processor,
@@ -113,8 +113,10 @@ def main() -> dict:
                                          split=selection_splits)
         trainer.add_callback(callback)
     resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = get_last_checkpoint(training_args.output_dir)
+    if resume is None:
+        resume = last_complete_checkpoint(training_args.output_dir)
+    if resume and trainer.is_world_process_zero():
+        print(f"resuming from {resume}")
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
@@ -137,8 +139,9 @@ def main() -> dict:
                        "wall_seconds": wall, "steps": trainer.state.global_step}, f, indent=2)
         # The card describes the model in output_dir: only results measured on that model belong in it.
         final_results = {name: metrics for name, metrics in results.items() if evaluated[name] == "final model"}
+        step = trainer.state.global_step
         write_model_card(training_args.output_dir, model.config, model_args, data_args, training_args, final_results,
-                         train_result.metrics)
+                         train_result.metrics, weights=describe_weights(step, step, callback))
         print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name)

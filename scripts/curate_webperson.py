@@ -13,7 +13,8 @@ Two commands:
 
 Every argument: `python scripts/curate_webperson.py {templates,curate} --help`. Rerunning a
 `curate` command resumes it. Setup problems (missing input, a model that cannot be loaded)
-end the run with one `error:` line and exit status 2 before any image is processed.
+end the run with one `error:` line and exit status 2 before any image is processed; a finished
+run that kept no person at all ends with one `error:` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def main(argv: list[str]) -> int:
         return 2
     print(format_report(report))
     print(f"report: {report['output_dir']}/curation_report.json")
-    return 0
+    complete = report["units_finished"] == report["units_total"]
+    for warning in report["warnings"]:
+        print(f"{'error' if complete else 'warning'}: {warning}", file=sys.stderr)
+    return 1 if complete and report["warnings"] else 0
 
 
 if __name__ == "__main__":

@@ -90,21 +90,9 @@ def load_source(args: PublishArguments) -> datasets.DatasetDict:
     if (args.corpus is None) == (args.dataset_path is None):
         raise ValueError("Pass exactly one of --corpus (with --data_dir) and --dataset_path.")
     if args.corpus is not None:
-        splits = args.splits or list(CORPORA[args.corpus].splits)
-        if not splits:
-            raise ValueError(f"{args.corpus} has no fixed splits: name them with --splits.")
-        return datasets.DatasetDict(
-            {
-                split: load_corpus(
-                    args.corpus,
-                    data_dir=args.data_dir,
-                    split=split,
-                    strict=args.strict,
-                    cache_dir=args.cache_dir,
-                )
-                for split in splits
-            }
-        )
+        built = load_corpus(args.corpus, data_dir=args.data_dir, split=None, strict=args.strict,
+                            cache_dir=args.cache_dir)
+        return _select_splits(built, args.splits, f"{args.corpus} in {args.data_dir}")
     if args.data_dir is not None or args.strict:
         raise ValueError("--data_dir and --strict apply to --corpus builds, not to --dataset_path.")
     path = Path(args.dataset_path)
@@ -114,10 +102,15 @@ def load_source(args: PublishArguments) -> datasets.DatasetDict:
         loaded = datasets.load_dataset(str(path), cache_dir=args.cache_dir)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({str(loaded.split or "train"): loaded})
-    unknown = sorted(set(args.splits or ()) - set(loaded))
+    return _select_splits(loaded, args.splits, str(path))
+
+
+def _select_splits(available: datasets.DatasetDict, wanted: list[str] | None, source: str) -> datasets.DatasetDict:
+    """`wanted` (default: every split there is), or an error naming the splits `source` has."""
+    unknown = sorted(set(wanted or ()) - set(available))
     if unknown:
-        raise ValueError(f"{path} has no split(s) {unknown}; it has {sorted(loaded)}.")
-    return datasets.DatasetDict({split: loaded[split] for split in args.splits or loaded})
+        raise ValueError(f"{source} has no split(s) {unknown}; it has {sorted(available)}.")
+    return datasets.DatasetDict({split: available[split] for split in wanted or available})
 
 
 def estimate_nbytes(dataset: datasets.Dataset) -> int:

@@ -230,6 +230,14 @@ def test_synth_pedes_is_delegated_with_the_same_schema(tmp_path):
     stream = load_corpus("synth-pedes", split="test", streaming=True, cache_dir=tmp_path / "cache", **sizes)
     assert isinstance(stream, datasets.IterableDataset)
     assert [r["caption_id"] for r in rows(stream)] == test["caption_id"][:]
+    every = load_corpus("synth-pedes", split=None, cache_dir=tmp_path / "cache", **sizes)
+    assert list(every) == ["train", "test"] and every["test"]["caption_id"] == test["caption_id"][:]
+
+
+def test_split_none_gives_the_splits_the_folder_has(tmp_path):
+    entries = [entry for entry in CUHK_ENTRIES if entry[0] != "val"]
+    every = load_corpus("cuhk-pedes", data_dir=make_cuhk(tmp_path / "cuhk", entries), split=None)
+    assert isinstance(every, datasets.DatasetDict) and sorted(every) == ["test", "train"]
 
 
 @pytest.mark.parametrize(
@@ -283,6 +291,33 @@ def test_editing_the_annotations_rebuilds(tmp_path):
     (root / "reid_raw.json").write_text(json.dumps(entries))
     after = load_corpus("cuhk-pedes", data_dir=root, split="val", cache_dir=tmp_path / "cache")
     assert (before.num_rows, after["caption"][:]) == (2, ["a new caption."])
+
+
+@pytest.mark.parametrize("corpus", ["cuhk-pedes", "webperson"])
+def test_changing_images_rebuilds(tmp_path, caplog, corpus):
+    """The cache key covers the image folder (names, sizes, mtimes): repaired images come back, images broken
+    after the build are skipped with a warning instead of reaching training."""
+    if corpus == "cuhk-pedes":
+        root, image = make_cuhk(tmp_path / "data"), "cam_a/0002.jpg"
+    else:
+        root, image = make_webperson_raw(tmp_path / "data"), WEB_IMAGES[2]
+    path = root / "imgs" / image
+    good = path.read_bytes()
+
+    def paths() -> list[str]:
+        return load_corpus(corpus, data_dir=root, cache_dir=tmp_path / "cache")["image_path"][:]
+
+    assert image in paths()
+
+    truncate(path)  # broken after the build
+    with caplog.at_level(logging.WARNING):
+        assert image not in paths()
+    assert "Skipped 1 unreadable image(s)" in caplog.text and image in caplog.text
+
+    path.write_bytes(good)  # repaired
+    assert image in paths()
+    (root / "imgs" / "notes.txt").write_text("a new file")  # any change of the folder rebuilds; same rows
+    assert image in paths()
 
 
 def test_webperson_raw_form(tmp_path):

@@ -98,8 +98,9 @@ def test_logs_metrics_and_keeps_best_model_per_benchmark(tmp_path, processor):
         for entry in entries:
             for key in ("R1", "R5", "R10", "mAP", "mINP"):
                 assert 0.0 <= entry[f"eval_{name}_{key}"] <= 100.0
-        best_dir = tmp_path / f"best_{name}"
+        best_dir = tmp_path / f"_best_{name}"  # "_*": the Trainer's Hub upload skips it
         record = json.loads((best_dir / "retrieval_metrics.json").read_text())
+        assert record["split"] == "test"
         scores = [entry[f"eval_{name}_R1"] for entry in entries]
         assert record["R1"] == max(scores)
         assert record["step"] == entries[scores.index(max(scores))]["step"]  # a tie is no improvement
@@ -117,7 +118,21 @@ def test_without_eval_steps_evaluates_once_at_train_end(tmp_path, processor):
     trainer.train()
     entries = [entry for entry in trainer.state.log_history if "eval_synth_mINP" in entry]
     assert [entry["step"] for entry in entries] == [2]
-    assert not (tmp_path / "best_synth").exists()
+    assert not (tmp_path / "_best_synth").exists()
+
+
+def test_scores_are_kept_per_step_with_the_split_they_come_from(tmp_path, processor):
+    trainer = make_trainer(tmp_path, processor, max_steps=3)
+    callback = RetrievalEvalCallback(trainer, {"synth": benchmark(1)}, eval_steps=2, split="val")
+    trainer.add_callback(callback)
+    trainer.train()
+    assert sorted(callback.history) == [2, 3]
+    for step, scores in callback.history.items():
+        logged = next(e for e in trainer.state.log_history if e.get("step") == step and "eval_synth_R1" in e)
+        assert scores["synth"]["mAP"] == logged["eval_synth_mAP"]
+    best_step = max(callback.history, key=lambda step: (callback.history[step]["synth"]["R1"], -step))
+    assert callback.best_steps == {"synth": best_step}
+    assert json.loads((tmp_path / "_best_synth" / "retrieval_metrics.json").read_text())["split"] == "val"
 
 
 def test_bad_configuration_is_named(tmp_path, processor):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
 from gadms_hf import GADMSConfig, GADMSModel
@@ -121,16 +122,33 @@ def test_no_gass_runs_the_irra_recipe_and_evaluates_during_training(tmp_path, da
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     evaluated = [entry for entry in history if "eval_synth-pedes_R1" in entry]
     assert [entry["step"] for entry in evaluated] == [2, 4]  # on the selection split
-    best = json.loads((out / "best_synth-pedes" / "retrieval_metrics.json").read_text())
+    best = json.loads((out / "_best_synth-pedes" / "retrieval_metrics.json").read_text())
     record = json.loads((out / "retrieval_metrics.json").read_text())
     assert record["results"]["synth-pedes"] == best["test"]  # test: once, on the selected model
-    assert "best_synth-pedes" in record["evaluated_model"]["synth-pedes"]
+    assert "_best_synth-pedes" in record["evaluated_model"]["synth-pedes"]
+
+
+def _hub_upload(output_dir: Path) -> list[str]:
+    """The files `Trainer.push_to_hub` uploads from `output_dir`: its ignore patterns, huggingface_hub's matching."""
+    files = [path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*") if path.is_file()]
+    return sorted(filter_repo_objects(files, ignore_patterns=["_*", "checkpoint-*"]))
 
 
 def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache):
     out = tmp_path / "lora"
     _run(["--output_dir", str(out), "--lora_r", "4", "--save_strategy", "steps", "--save_steps", "2",
           "--eval_steps", "2"], datasets_cache)
+
+    # the Hub gets one model: the merged final weights, not the adapters nor the best-so-far copies
+    uploaded = _hub_upload(out)
+    assert [name for name in uploaded if name.endswith(".safetensors")] == ["model.safetensors"]
+    assert not [name for name in uploaded if "adapter" in name or "best" in name]
+    best = AutoModel.from_pretrained(out / "_best_synth-pedes")  # a whole model, merged, not an adapter
+    assert type(best) is GADMSModel and not any(type(m).__module__.startswith("peft.") for m in best.modules())
+    record = json.loads((out / "_best_synth-pedes" / "retrieval_metrics.json").read_text())
+    card = (out / "README.md").read_text()
+    assert "the weights at step 4 of 4" in card and "`val` split" in card  # selected on val, not test
+    assert f"{record['R1']:.2f} at step {record['step']}" in card
 
     for folder in (out / ADAPTER_SUBDIR, out / "checkpoint-2"):
         assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
@@ -146,8 +164,8 @@ def test_lora_script_saves_adapters_and_a_merged_model(tmp_path, datasets_cache)
     assert type(model) is GADMSModel and model.config.num_identities == trained_ids
     assert not any(type(module).__module__.startswith("peft.") for module in model.modules())
     assert json.loads((out / "retrieval_metrics.json").read_text())["lora_r"] == 4
-    best = AutoModel.from_pretrained(out / "best_synth-pedes")  # the selected model, saved merged
-    assert type(best) is GADMSModel and not (out / "best_synth-pedes" / "adapter_config.json").exists()
+    best = AutoModel.from_pretrained(out / "_best_synth-pedes")  # the selected model, saved merged
+    assert type(best) is GADMSModel and not (out / "_best_synth-pedes" / "adapter_config.json").exists()
     assert not any(type(module).__module__.startswith("peft.") for module in best.modules())
 
 

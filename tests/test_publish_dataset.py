@@ -33,10 +33,11 @@ def _tmp_datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
 
 
-def make_rstp(root: Path) -> dict[str, np.ndarray]:
-    """A tiny RSTPReid folder (the real JSON keys); returns each image's pixels by relative path."""
+def make_rstp(root: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, np.ndarray]:
+    """A tiny RSTPReid folder (the real JSON keys) with those splits; returns each image's pixels by path."""
     entries = [("train", 4, "0004_c1.png"), ("train", 4, "0004_c2.png"), ("train", 7, "0007_c1.png")]
     entries += [("val", 8, "0008_c1.png"), ("test", 9, "0009_c3.png"), ("test", 10, "0010_c1.png")]
+    entries = [entry for entry in entries if entry[0] in splits]
     pixels = {}
     (root / "imgs").mkdir(parents=True)
     for seed, (_, _, rel) in enumerate(entries):
@@ -91,6 +92,21 @@ def test_export_reloads_without_the_raw_images(publish, tmp_path):
     assert all(
         value["bytes"] and "/" not in value["path"] for value in stored
     )  # no absolute local paths leak
+
+
+def test_a_corpus_without_val_exports_the_splits_it_has(publish, tmp_path):
+    raw = tmp_path / "rstp"
+    make_rstp(raw, splits=("train", "test"))
+    out = tmp_path / "export"
+    args = ["--corpus", "rstpreid", "--data_dir", str(raw), "--output_dir", str(out), "--cache_dir", str(tmp_path / "c")]
+    publish.main(args)
+    assert sorted(p.name.split("-")[0] for p in (out / "data").iterdir()) == ["test", "train"]
+    metadata = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert [entry["split"] for entry in metadata["configs"][0]["data_files"]] == ["train", "test"]
+    reloaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "reload"))
+    assert {split: len(rows) for split, rows in reloaded.items()} == {"train": 6, "test": 4}
+    with pytest.raises(ValueError, match=r"has no split\(s\) \['val'\]; it has \['test', 'train'\]"):
+        publish.main([*args, "--splits", "train", "val"])
 
 
 def test_small_max_shard_size_writes_several_shards(publish, tmp_path):

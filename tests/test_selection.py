@@ -132,11 +132,11 @@ def test_finetune_selects_on_val_and_evaluates_test_once(tmp_path):
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     selection = [entry for entry in history if "eval_cuhk-pedes_R1" in entry]
     assert [entry["step"] for entry in selection] == [1, 2]
-    best = json.loads((out / "best_cuhk-pedes" / "retrieval_metrics.json").read_text())
+    best = json.loads((out / "_best_cuhk-pedes" / "retrieval_metrics.json").read_text())
     assert best["split"] == "val" and best["step"] in (1, 2)
     assert set(best["test"]) >= {"R1", "R5", "R10", "mAP", "mINP"}
     record = json.loads((out / "retrieval_metrics.json").read_text())
     assert record["results"]["cuhk-pedes"] == best["test"]  # the selected model's test metrics, computed once
-    assert record["split"] == "test" and "best_cuhk-pedes" in record["evaluated_model"]["cuhk-pedes"]
+    assert record["split"] == "test" and "_best_cuhk-pedes" in record["evaluated_model"]["cuhk-pedes"]
     assert json.loads((out / SELECTION_RECORD).read_text()) == {"cuhk-pedes": {"split": "val"}}
     assert "selected on val R1 at step" in result.stdout

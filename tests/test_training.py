@@ -276,3 +276,20 @@ def test_streamed_webperson_pretraining_sizes_and_fills_the_bank(tmp_path):
     written = ~torch.isclose(rows, torch.tensor(0.85), atol=1e-3).all(dim=1)
     assert int(written.sum()) == 4  # 2 steps x 2 captions, in stream order
     assert {"sdm_loss", "mim_loss"} <= set(_losses(out)[2])
+
+
+def test_an_image_broken_during_training_is_skipped_and_logged(tmp_path, processor):
+    from gadms_hf.data.corpus import load_corpus
+
+    from .test_builders import make_cuhk, truncate
+
+    root = make_cuhk(tmp_path / "cuhk")
+    corpus = load_corpus("cuhk-pedes", data_dir=root, split="train", cache_dir=tmp_path / "cache")
+    truncate(root / "imgs" / "cam_a/0002.jpg")  # after the build: the cached corpus still lists it
+    trainer = _trainer(tmp_path, corpus, processor, per_device_train_batch_size=4, max_steps=2,
+                       save_strategy="no")
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2 and all(np.isfinite(entry["loss"]) for entry in logged)
+    # 2 steps x 4 rows = the whole split, so both captions of the broken image came up
+    assert logged[-1]["unreadable_images"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import datasets
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gadms_hf.data.transforms import ImageColumnTransform, build_transform, with_transform
+from gadms_hf.data.transforms import ImageColumnTransform, apply_transform, build_transform, with_transform
 from gadms_hf.processing_gadms import CLIP_MEAN, CLIP_STD, make_image_processor
 
 H, W = 64, 32
@@ -153,3 +154,56 @@ def test_transform_pickles_for_spawned_workers():
     out = transform({"image": [constant_image()], "caption": ["x"]})
     assert out["caption"] == ["x"]
     assert torch.allclose(out["pixel_values"][0], normalised((200, 100, 50)), atol=1e-5)
+
+
+def file_dataset(folder, n: int = 6) -> datasets.Dataset:
+    """Images stored as paths (as the benchmark builders store them); image i shows colour (10 * i, 0, 0)."""
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(str(folder / f"{i}.png"))
+        constant_image((10 * i, 0, 0)).save(paths[-1])
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
+                                  "caption_id": datasets.Value("int64")})
+    return datasets.Dataset.from_dict(
+        {"image": paths, "caption": [f"person {i}" for i in range(n)], "caption_id": list(range(n))},
+        features=features,
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_broken_after_the_build_is_skipped_and_counted(tmp_path, caplog, workers):
+    dataset = file_dataset(tmp_path / "imgs")
+    (tmp_path / "imgs" / "2.png").write_bytes(b"\x89PNG broken")
+    transform = ImageColumnTransform(H, W, train=True, seed=0)
+    loader = torch.utils.data.DataLoader(apply_transform(dataset, transform), batch_size=3, num_workers=workers,
+                                         collate_fn=list)
+    with caplog.at_level(logging.WARNING):
+        batches = list(loader)
+    # the batch keeps its size (every rank must give SDM as many rows): a readable row of it stands in
+    assert [len(batch) for batch in batches] == [3, 3]
+    captions = [row["caption"] for batch in batches for row in batch]
+    assert "person 2" not in captions and sorted(set(captions)) == [f"person {i}" for i in (0, 1, 3, 4, 5)]
+    for row in (row for batch in batches for row in batch):  # each stand-in keeps its own image and caption
+        assert row["pixel_values"].shape == (3, H, W)
+    assert transform.unreadable.total == 1  # counted in the worker process, read here
+    if workers == 0:
+        assert "2.png" in caplog.text and "skipped" in caplog.text
+
+
+def test_a_batch_without_a_readable_image_names_the_files(tmp_path):
+    dataset = file_dataset(tmp_path / "imgs", n=2)
+    for i in range(2):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(b"")
+    transformed = apply_transform(dataset, ImageColumnTransform(H, W, train=False))
+    with pytest.raises(ValueError, match=r"no readable image in this batch: .*0\.png .*1\.png"):
+        transformed[:2]
+
+
+def test_a_streamed_unreadable_image_is_dropped(tmp_path):
+    dataset = file_dataset(tmp_path / "imgs")
+    (tmp_path / "imgs" / "4.png").unlink()
+    transform = ImageColumnTransform(H, W, train=False)
+    rows = list(apply_transform(dataset.to_iterable_dataset(), transform))
+    assert [row["caption_id"] for row in rows] == [0, 1, 2, 3, 5]
+    assert transform.unreadable.total == 1

@@ -272,6 +272,19 @@ class _UnitWorker:
         return state.columns, state.stats
 
 
+def _warnings(dataset: CurationStats, finished: int, total: int) -> list[str]:
+    """What makes the folder unusable as a corpus (today: no row at all, which `load_dataset` refuses)."""
+    if dataset.persons_kept:
+        return []
+    rejected = ", ".join(f"{reason} {count}" for reason, count in sorted(dataset.rejected.items())) or "none"
+    pending = f"; {total - finished} of {total} units are not finished yet" if finished < total else ""
+    return [
+        f"no person was kept from the {dataset.images_in} input images of the finished units (rejected: "
+        f"{rejected}){pending}: the folder holds no rows, so load_dataset and training refuse it. Check the "
+        "rejection reasons, add images, or relax the person filter (--help lists its thresholds)."
+    ]
+
+
 def run_curation(
     args: PipelineArguments,
     filter_config: PersonFilterConfig | None = None,
@@ -317,6 +330,7 @@ def run_curation(
         "output_dir": os.path.abspath(args.output_dir),
         "units_total": total,
         "units_finished": finished,
+        "warnings": _warnings(dataset, finished, total),
         "dataset": dataset.to_dict(),
         "this_run": {
             "shard_index": args.shard_index,

@@ -138,25 +138,26 @@ _PREPARE_KWARGS = ("num_proc", "download_mode")
 def load_corpus(
     name: str,
     data_dir: str | os.PathLike | None = None,
-    split: str = "train",
+    split: str | None = "train",
     streaming: bool = False,
     strict: bool = False,
     cache_dir: str | os.PathLike | None = None,
     **kwargs: Any,
-) -> datasets.Dataset | datasets.IterableDataset:
+) -> datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict:
     """Build (once, then from the ``datasets`` cache) and return one split of a corpus in the common schema.
 
     Args:
         name: one of ``CORPORA``: "cuhk-pedes", "icfg-pedes", "rstpreid", "webperson", "synth-pedes".
         data_dir: the corpus folder (see ``CORPORA[name].expected_files``); for WebPerson also a Hub id,
             by default ``Kaichengalex/WebPerson-5M``. Not used by "synth-pedes".
-        split: "train", "val" or "test", as the corpus has them.
+        split: "train", "val" or "test", as the corpus has them; ``None``: a ``DatasetDict`` of every split the
+            source has (a benchmark folder may lack one, e.g. "val").
         streaming: return an ``IterableDataset`` read from the sources as it is iterated, without a build.
         strict: fail on an unreadable image instead of skipping and counting it (synthetic images are always
             readable, so "synth-pedes" has nothing to check).
         cache_dir: the ``datasets`` cache folder (default ``HF_DATASETS_CACHE``).
-        **kwargs: ``num_proc`` and ``download_mode`` go to ``download_and_prepare`` (``"force_redownload"``
-            rebuilds after images changed); the rest go to the builder config (``verify_images``, and for
+        **kwargs: ``num_proc`` and ``download_mode`` go to ``download_and_prepare`` (a change to the
+            annotation file or the image folder rebuilds by itself); the rest go to the builder config (``verify_images``, and for
             WebPerson's raw form ``annotation_file``, ``image_dir``) or, for "synth-pedes", to
             ``load_synth_pedes``.
     """
@@ -170,6 +171,10 @@ def load_corpus(
             )
         from .synthetic import load_synth_pedes  # imported here: the generator is only needed for this corpus
 
+        if split is None:
+            parts = {part: load_corpus(name, split=part, streaming=streaming, cache_dir=cache_dir, **kwargs)
+                     for part in info.splits}
+            return (datasets.IterableDatasetDict if streaming else datasets.DatasetDict)(parts)
         synthetic = load_synth_pedes(split=split, cache_dir=cache_dir, **kwargs)
         return synthetic.to_iterable_dataset() if streaming else synthetic
 

@@ -5,6 +5,10 @@ embedded first, so it runs here instead, on the main process, every `eval_steps`
 once more when training ends. The benchmarks given are a validation split: the best model is chosen
 on them, so a score measured on them is no longer an unbiased estimate (selecting on test is how
 reported numbers end up optimistic).
+
+The best models are kept in `<output_dir>/_best_<name>/`: the leading underscore keeps them out of the
+Trainer's Hub upload (it skips `_*`), which publishes one model, the final one, whose card says which step
+it is and how it scored (`training/model_card.py` reads `history` and `best_steps`).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ class RetrievalEvalCallback(TrainerCallback):
     """Evaluate text-to-image retrieval on named benchmarks while training.
 
     Logs `eval_<name>_R1`, `_R5`, `_R10`, `_mAP`, `_mINP` through `trainer.log` (so they reach
-    `trainer.state.log_history` and every reporting integration) and, when `metric_for_best`
-    improves, saves model and processor to `<output_dir>/best_<name>/` with a `retrieval_metrics.json`
-    (a PEFT model is saved merged, so the folder loads as a plain model). Evaluate the test split
-    once, after training, on that folder's model, and add its metrics with `record_test`.
+    `trainer.state.log_history` and every reporting integration), keeps every evaluation in
+    `history` (step -> name -> metrics) and, when `metric_for_best` improves, saves model and
+    processor to `<output_dir>/_best_<name>/` with a `retrieval_metrics.json` (a PEFT model is saved
+    merged, so the folder loads as a plain model). Evaluate the test split once, after training, on
+    that folder's model, and add its metrics with `record_test`.
 
     Usage::
 
@@ -104,8 +109,9 @@ class RetrievalEvalCallback(TrainerCallback):
         self.progress = progress
         self.split = split
         self.best: dict[str, float] = {}
-        self.best_step: dict[str, int] = {}
+        self.best_steps: dict[str, int] = {}
         self.best_dirs: dict[str, Path] = {}
+        self.history: dict[int, dict[str, dict[str, float]]] = {}
         self._last_evaluated_step: int | None = None
         if "test" in ((split,) if isinstance(split, str) else split.values()):
             logger.warning(
@@ -133,12 +139,13 @@ class RetrievalEvalCallback(TrainerCallback):
                 model, self.processor, gallery, queries, self.batch_size, ks=self.ks, progress=self.progress
             )
             logs.update({f"eval_{name}_{key}": value for key, value in metrics.items()})
+            self.history.setdefault(state.global_step, {})[name] = metrics
             score = metrics[self.metric_for_best]
             if score > self.best.get(name, float("-inf")):
                 self.best[name] = score
-                self.best_step[name] = state.global_step
+                self.best_steps[name] = state.global_step
                 if self.save_best:
-                    self.best_dirs[name] = Path(args.output_dir) / f"best_{name}"
+                    self.best_dirs[name] = Path(args.output_dir) / f"_best_{name}"
                     self._save(name, model, metrics, state.global_step)
         self.trainer.log(logs)
 

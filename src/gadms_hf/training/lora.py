@@ -29,7 +29,7 @@ logger = logging.getLogger("gadms_hf")
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 TRAINABLE_HEADS = ("cross_modal", "classifier")
-ADAPTER_SUBDIR = "adapter"
+ADAPTER_SUBDIR = "_adapter"  # "_*": the Trainer's Hub upload skips it and publishes the merged model alone
 _TOWERS = ("text_model", "vision_model")
 
 
@@ -93,7 +93,7 @@ def apply_lora(
 
 
 def merge_and_save(peft_model: PeftModel, processor, output_dir: str | os.PathLike) -> GADMSModel:
-    """Save the adapters to `<output_dir>/adapter`, merge them, and save the merged model + processor
+    """Save the adapters to `<output_dir>/_adapter`, merge them, and save the merged model + processor
     to `output_dir`, which `AutoModel.from_pretrained` then loads as a plain `GADMSModel`.
 
     `peft_model` is consumed: merging rewrites its base model in place. Returns the merged model.

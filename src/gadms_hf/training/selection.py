@@ -83,7 +83,7 @@ def evaluate_test_once(trainer: Trainer, processor, benchmarks: dict[str, tuple]
         if callback is not None and name in callback.best_dirs:
             model = AutoModel.from_pretrained(callback.best_dirs[name]).to(device).eval()
             which = (f"{callback.best_dirs[name]} (selected on {callback.split_of(name)} {callback.metric_for_best} "
-                     f"at step {callback.best_step[name]})")
+                     f"at step {callback.best_steps[name]})")
         results[name] = evaluate_retrieval(model, processor, gallery, queries, batch_size=batch_size)
         evaluated[name] = which
         if model is not trainer.model:

@@ -7,22 +7,34 @@ node's memory-mapped bank file, which every rank and data-loader worker of that 
 that are up to `num_workers * prefetch_factor` batches old; since a caption's row is only
 read again in a later epoch, this staleness never reaches the masks. Checkpoints copy the
 bank before the trainer state is written, and `train(resume_from_checkpoint=...)` restores
-it before the first batch.
+it before the first batch. Checkpoints appear complete or not at all (`checkpoints.py`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
 from collections import defaultdict
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.score_bank import TokenScoreBank
+from ..data.transforms import ImageColumnTransform
 from .arguments import GADMSTrainingArguments
+from .checkpoints import (
+    last_complete_checkpoint,
+    publish_checkpoint,
+    remove_partial_checkpoints,
+    staging_root,
+)
+
+logger = logging.getLogger("gadms_hf")
 
 LOSS_COMPONENTS = ("sdm_loss", "infonce_loss", "mim_loss", "id_loss")
 NEW_MODULES = ("cross_modal.", "classifier.")
@@ -55,16 +67,21 @@ class EpochBroadcast(TrainerCallback):
 class GADMSTrainer(Trainer):
     """Trains a `GADMSModel`; logs sdm/mim/id losses and keeps the GASS score bank.
 
-    `epoch_listeners`: objects with `set_epoch(int)` (e.g. the seeded `ImageColumnTransform`);
-    the data collator is added when it has `set_epoch`.
+    `epoch_listeners`: objects with `set_epoch(int)` (e.g. the seeded `ImageColumnTransform`, whose
+    count of skipped unreadable images is logged as `unreadable_images`); the data collator is added
+    when it has `set_epoch`.
     """
 
     args: GADMSTrainingArguments
 
     def __init__(self, *args, score_bank: TokenScoreBank | None = None, epoch_listeners: list | None = None, **kwargs):
+        self._staging_root: str | None = None  # set while a checkpoint is being written
+        self._push_pending = False
         super().__init__(*args, **kwargs)
         self.score_bank = score_bank
         listeners = list(epoch_listeners or [])
+        # their `unreadable` counters are logged (see data/transforms.py)
+        self._image_transforms = [listener for listener in listeners if isinstance(listener, ImageColumnTransform)]
         if hasattr(self.data_collator, "set_epoch"):
             listeners.append(self.data_collator)
         if listeners:
@@ -107,6 +124,11 @@ class GADMSTrainer(Trainer):
                 mean = self.accelerator.reduce(mean.to(self.accelerator.device), reduction="mean")
                 logs[f"{prefix}{name}"] = round(mean.item(), 4)
         self._components[mode].clear()
+        if mode == "train" and self._image_transforms:
+            skipped = torch.tensor(sum(t.unreadable.total for t in self._image_transforms), dtype=torch.float32)
+            skipped = int(self.accelerator.reduce(skipped.to(self.accelerator.device), reduction="sum").item())
+            if skipped:
+                logs["unreadable_images"] = skipped  # since this process started, all ranks together
         super().log(logs, start_time)
 
     # ----------------------------------------------------------------- optimiser
@@ -157,19 +179,65 @@ class GADMSTrainer(Trainer):
 
     # ----------------------------------------------------------------- checkpoints
 
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is being written, the Trainer's save writes under the staging root.
+        return self._staging_root or super()._get_output_dir(trial)
+
     def _save_checkpoint(self, model, trial) -> None:
-        # The bank goes in first: a checkpoint counts as complete once trainer_state.json exists.
+        """Write the whole checkpoint (bank first) under `_tmp-checkpoint-N`, then rename it into place.
+
+        Rotation (`save_total_limit`) and the Hub push from the checkpoint run once it has its final name.
+        """
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        root = staging_root(run_dir, self.state.global_step)
+        staged, final = os.path.join(root, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.exists(root):
+            shutil.rmtree(root)  # left by an interrupted attempt at this step
+        self.accelerator.wait_for_everyone()
         if self.score_bank is not None and self.args.should_save:
-            checkpoint = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            self.score_bank.save(checkpoint)
-        super()._save_checkpoint(model, trial)
+            self.score_bank.save(staged)
+        self._staging_root, self._push_pending = root, False
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is in
+        if self.args.should_save:
+            if self.state.best_model_checkpoint == staged:
+                self.state.best_model_checkpoint = final
+                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            publish_checkpoint(staged, final)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+        if self._push_pending:
+            super()._push_from_checkpoint(final)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # The push uploads in the background: it must read the folder under its final name.
+        if self._staging_root is not None:
+            self._push_pending = True
+            return
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _run_epoch(self, **kwargs) -> None:
+        # A resumed run whose checkpoint already reached max_steps would otherwise train one more step
+        # (the Trainer tests the step count only after a step).
+        if self.state.global_step >= self.state.max_steps > 0:
+            logger.warning("the checkpoint is at step %d of %d: nothing left to train", self.state.global_step,
+                           self.state.max_steps)
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(**kwargs)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`resume_from_checkpoint=True` picks the last *complete* checkpoint; interrupted saves are removed."""
+        if self.args.should_save:
+            remove_partial_checkpoints(self.args.output_dir)
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint in --output_dir {self.args.output_dir} to resume from")
         if resume_from_checkpoint and self.score_bank is not None:
-            if resume_from_checkpoint is True:
-                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-                if resume_from_checkpoint is None:
-                    raise ValueError(f"no checkpoint found in --output_dir {self.args.output_dir} to resume from")
             if self.args.local_process_index == 0:
                 self.score_bank = TokenScoreBank.load(resume_from_checkpoint, self.score_bank.path)
             self.accelerator.wait_for_everyone()
@@ -179,6 +247,5 @@ class GADMSTrainer(Trainer):
             if getattr(collator, "score_bank", None) is not None:
                 collator.score_bank = self.score_bank
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-
 
 __all__ = ["GADMSTrainer", "EpochBroadcast", "warmup_cosine", "LOSS_COMPONENTS"]

@@ -128,6 +128,18 @@ class _ParquetShard:
                     row_number += 1
 
 
+def _looks_raw(folder: Path) -> bool:
+    """A JSON file at the top of ``folder`` and no Parquet file at the top or under ``data/``.
+
+    The Parquet test comes first because a Hub-form folder may carry JSON files of its own (the
+    ``curation_report.json`` of ``scripts/curate_webperson.py``). Only those two places are looked at: a raw
+    image folder can hold millions of files.
+    """
+    if any(folder.glob("*.parquet")) or any((folder / "data").rglob("*.parquet")):
+        return False
+    return any(folder.glob("*.json"))
+
+
 class WebPerson(datasets.GeneratorBasedBuilder):
     """WebPerson in the corpus schema, from the Hub form or the authors' raw form (see the module docstring)."""
 
@@ -138,7 +150,13 @@ class WebPerson(datasets.GeneratorBasedBuilder):
         if hash is None and data_dir is not None and os.path.isdir(data_dir):
             # the raw form's annotation list, or every Parquet file of a local Hub-form folder
             folder = Path(data_dir).expanduser()
-            hash = files_fingerprint(list(folder.glob("*.json")) or list(folder.rglob("*.parquet")))
+            raw = _looks_raw(folder) or any(kwargs.get(k) is not None for k in ("annotation_file", "image_dir"))
+            sources = list(folder.rglob("*.parquet"))  # the Hub form's images are inside them
+            if raw:
+                sources = [*folder.glob("*.json"), folder / (kwargs.get("image_dir") or "imgs")]
+                if kwargs.get("annotation_file") is not None:
+                    sources.append(folder / kwargs["annotation_file"])  # an absolute one replaces folder
+            hash = files_fingerprint(sources)
         super().__init__(data_dir=data_dir, hash=hash, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
@@ -176,11 +194,9 @@ class WebPerson(datasets.GeneratorBasedBuilder):
             return last.start + pq.ParquetFile(handle).metadata.num_rows
 
     def _is_raw(self, source: str) -> bool:
-        """The raw form has its annotation list at the top of the folder; the Hub form has no JSON there.
-
-        Only the top level is looked at: a raw image folder can hold millions of files.
-        """
-        return self.config.annotation_file is not None or any(Path(source).glob("*.json"))
+        """The raw form unless ``source`` is a Hub id or a folder of Parquet files (see ``_looks_raw``)."""
+        config = self.config
+        return config.annotation_file is not None or config.image_dir is not None or _looks_raw(Path(source))
 
     def _raw_shards(self) -> list[_RawShard]:
         root = data_root(self.config.data_dir, LAYOUT)
