@@ -308,10 +308,11 @@ class Bench:
             torch.cuda.synchronize(self.device)
 
     def collate(self, size: int, model: GADMSModel | None = None) -> dict[str, Any]:
-        """A training batch of `size` corpus rows (cycled) through `GADMSCollator`, on the device."""
+        """A training batch of `size` corpus rows (cycled) through `GADMSCollator`, on the device, in the
+        paper's 77-position layout (the rows compare the method's parts at the paper's token count)."""
         params = MaskingParams.from_config((model or self.model).config)
         features = [self.corpus[i % len(self.corpus)] for i in range(size)]
-        batch = GADMSCollator(self.processor, params, seed=0)(features)
+        batch = GADMSCollator(self.processor, params, seed=0, pad_to_max_length=True)(features)
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 

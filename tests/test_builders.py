@@ -231,7 +231,7 @@ def test_synth_pedes_is_delegated_with_the_same_schema(tmp_path):
     assert isinstance(stream, datasets.IterableDataset)
     assert [r["caption_id"] for r in rows(stream)] == test["caption_id"][:]
     every = load_corpus("synth-pedes", split=None, cache_dir=tmp_path / "cache", **sizes)
-    assert list(every) == ["train", "test"] and every["test"]["caption_id"] == test["caption_id"][:]
+    assert list(every) == ["train", "val", "test"] and every["test"]["caption_id"] == test["caption_id"][:]
 
 
 def test_split_none_gives_the_splits_the_folder_has(tmp_path):

@@ -77,3 +77,8 @@ def test_recipes_switch_the_objective():
     assert (irra.contrastive_loss, irra.masking, irra.use_gass) == ("sdm", "random", False)
     with pytest.raises(ValueError, match="recipe"):
         GADMSConfig.tiny().apply_recipe("siglip")
+    # random towers keep a contrastive term that learns from there; the masking still follows the recipe
+    scratch = GADMSConfig.small().apply_recipe("gadms", contrastive_loss="infonce")
+    assert (scratch.contrastive_loss, scratch.masking, scratch.use_gass) == ("infonce", "gass", True)
+    with pytest.raises(ValueError, match="contrastive_loss"):
+        GADMSConfig.tiny().apply_recipe("irra", contrastive_loss="triplet")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gadms_hf import GADMSConfig, GADMSModel
+from gadms_hf.losses import sdm_loss
 
 from .conftest import CAPTIONS, random_images
 
@@ -239,3 +240,53 @@ def test_gass_scores_in_training_mode_only(processor):
     evaluated = model(**inputs, return_loss=True)
     assert evaluated.gass_scores is None and evaluated.loss is not None
     assert model(**inputs).gass_scores is None
+
+
+def test_random_towers_do_not_collapse_with_the_from_scratch_contrastive_term(tmp_path):
+    """From random weights, SDM at the paper's fixed scale 50 makes every similarity equal and stays there
+    (its loss sits at its all-equal value, every embedding on one point); InfoNCE with a learned scale, the
+    `small()` preset's term, pulls the true pairs apart from the start. 20 steps on 64 SynthPEDES identities."""
+    from gadms_hf.data.synthetic import load_synth_pedes
+    from gadms_hf.processing_gadms import CLIP_MEAN, CLIP_STD
+
+    corpus = load_synth_pedes("train", cache_dir=tmp_path, num_train_ids=64, num_test_ids=2, images_per_id=2,
+                              height=96, width=32)
+    pixels = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in corpus["image"]]) / 255
+    pixels = (pixels - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    from gadms_hf import build_clip_tokenizer
+
+    text = build_clip_tokenizer()(list(corpus["caption"]), padding="longest", return_tensors="pt")
+    person_ids = torch.tensor(corpus["person_id"])
+
+    def train(**objective) -> tuple[float, float, float, float, torch.Tensor]:
+        config = GADMSConfig.tiny(**objective).apply_recipe("clip", contrastive_loss=objective["contrastive_loss"])
+        torch.manual_seed(0)
+        model = GADMSModel(config).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        order = torch.Generator().manual_seed(0)
+        losses = []
+        for _ in range(20):
+            rows = torch.randperm(len(person_ids), generator=order)[:32]
+            out = model(pixel_values=pixels[rows], input_ids=text["input_ids"][rows],
+                        attention_mask=text["attention_mask"][rows], person_ids=person_ids[rows], return_loss=True)
+            optimizer.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(out.loss.item())
+        with torch.no_grad():
+            model.eval()
+            images = torch.nn.functional.normalize(model.get_image_features(pixels[:64]).pooler_output, dim=-1)
+            texts = torch.nn.functional.normalize(
+                model.get_text_features(text["input_ids"][:64], text["attention_mask"][:64]).pooler_output, dim=-1)
+        others = ~torch.eye(64, dtype=torch.bool)
+        return ((images @ images.t())[others].mean().item(), (texts @ texts.t())[others].mean().item(),
+                losses[0], losses[-1], person_ids[rows])
+
+    sdm_images, sdm_texts, _, sdm_last, last_ids = train(contrastive_loss="sdm")
+    assert sdm_images > 0.999 and sdm_texts > 0.999  # collapsed: every embedding on one point
+    all_equal = sdm_loss(torch.ones(32, 4), torch.ones(32, 4), last_ids, 50.0).item()  # every similarity equal
+    assert sdm_last == pytest.approx(all_equal, rel=1e-3)
+    ours_images, ours_texts, ours_first, ours_last, _ = train(
+        contrastive_loss="infonce", learn_similarity_scale=True, similarity_scale=10.0)
+    assert ours_images < 0.95 and ours_texts < 0.99 and ours_last < ours_first - 0.1

@@ -163,22 +163,24 @@ class GADMSConfig(PreTrainedConfig):
         """(height, width) of the images the vision tower takes."""
         return image_hw(self.vision_config.image_size)
 
-    def apply_recipe(self, recipe: str) -> GADMSConfig:
+    def apply_recipe(self, recipe: str, contrastive_loss: str | None = None) -> GADMSConfig:
         """Switch the objective to one of the paper's compared recipes, in place.
 
-        - `gadms`: SDM on GASS-noise-suppressed text + GASS-guided MIM (+ ID if identities).
-        - `irra`: SDM + random-15% MLM (+ ID), no GASS.
-        - `clip`: InfoNCE only, no masking.
+        - `gadms`: GASS-noise-suppressed alignment text + GASS-guided MIM (+ ID if identities).
+        - `irra`: random-15% MLM (+ ID), no GASS.
+        - `clip`: the contrastive term only, no masking.
+
+        `contrastive_loss` defaults to the paper's: SDM for `gadms` and `irra`, InfoNCE for `clip`.
+        Towers that do not align yet (random weights) need `"infonce"`: from there SDM collapses every
+        embedding onto one point (README, "Embedded default").
         """
-        if recipe == "gadms":
-            self.use_gass, self.masking, self.contrastive_loss = True, "gass", "sdm"
-        elif recipe == "irra":
-            self.use_gass, self.masking, self.contrastive_loss = False, "random", "sdm"
-        elif recipe == "clip":
-            self.use_gass, self.masking, self.contrastive_loss = False, "none", "infonce"
+        recipes = {"gadms": (True, "gass", "sdm"), "irra": (False, "random", "sdm"), "clip": (False, "none", "infonce")}
+        if recipe not in recipes:
+            raise ValueError(f"recipe={recipe!r} must be one of {', '.join(map(repr, recipes))}")
+        self.use_gass, self.masking, default_loss = recipes[recipe]
+        self.contrastive_loss = contrastive_loss or default_loss
+        if recipe == "clip":
             self.mim_loss_weight, self.id_loss_weight = 0.0, 0.0
-        else:
-            raise ValueError(f"recipe={recipe!r} must be one of 'gadms', 'irra', 'clip'")
         self.check_fields()
         return self
 

@@ -19,7 +19,9 @@ class ModelArguments:
         },
     )
     preset: str = field(
-        default="tiny", metadata={"help": "Architecture when no checkpoint is given: 'tiny' (CPU demo) or 'vit_b16'."}
+        default="tiny",
+        metadata={"help": "Architecture when no checkpoint is given: 'small' (the CPU demo's, learns from random "
+                  "weights), 'tiny' (tests) or 'vit_b16' (the paper's)."},
     )
     recipe: str = field(
         default="gadms",
@@ -71,6 +73,11 @@ class DataArguments:
     synth_num_test_ids: int | None = field(default=None, metadata={"help": "SynthPEDES test identities."})
     synth_noise_rate: float | None = field(
         default=None, metadata={"help": "SynthPEDES share of training captions with planted noise."}
+    )
+    synth_config: str | None = field(
+        default=None,
+        metadata={"help": "Any other SynthPedesConfig fields as 'field=value,...', e.g. 'images_per_id=4,height=96,"
+                  "width=32' (the three --synth_* flags above take precedence)."},
     )
 
     def __post_init__(self):
@@ -148,12 +155,12 @@ class FinetuneArguments:
             raise ValueError(f"--lora_r={self.lora_r} must be >= 0 (0 = no LoRA)")
 
 
-def parse_overrides(text: str | None) -> dict:
+def parse_overrides(text: str | None, flag: str = "--config_overrides") -> dict:
     """'a=1,b=x' -> {'a': 1, 'b': 'x'} with ints, floats and booleans recognised."""
     overrides = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         if "=" not in item:
-            raise ValueError(f"--config_overrides item {item!r} must look like field=value")
+            raise ValueError(f"{flag} item {item!r} must look like field=value")
         key, value = (s.strip() for s in item.split("=", 1))
         if value.lower() in ("true", "false"):
             overrides[key] = value.lower() == "true"

@@ -29,7 +29,7 @@ from .arguments import DataArguments, GADMSTrainingArguments, ModelArguments, pa
 
 logger = logging.getLogger("gadms_hf")
 
-PRESETS = {"tiny": GADMSConfig.tiny, "vit_b16": GADMSConfig.vit_b16}
+PRESETS = {"tiny": GADMSConfig.tiny, "small": GADMSConfig.small, "vit_b16": GADMSConfig.vit_b16}
 
 
 def setup_logging(training_args: GADMSTrainingArguments) -> None:
@@ -56,7 +56,8 @@ def build_model(model_args: ModelArguments, num_identities: int = 0) -> GADMSMod
         if model_args.preset not in PRESETS:
             raise ValueError(f"--preset={model_args.preset!r} must be one of {sorted(PRESETS)}")
         config = PRESETS[model_args.preset](num_identities=num_identities, **overrides)
-        config.apply_recipe(model_args.recipe)
+        # Random towers keep the preset's contrastive term (small(): InfoNCE, which cannot collapse).
+        config.apply_recipe(model_args.recipe, contrastive_loss=config.contrastive_loss)
         return GADMSModel(config)
     with loading_model_from(source):
         if _is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
@@ -65,7 +66,7 @@ def build_model(model_args: ModelArguments, num_identities: int = 0) -> GADMSMod
             source, image_size=(model_args.image_height, model_args.image_width), num_identities=num_identities,
             **overrides,
         )
-    model.config.apply_recipe(model_args.recipe)
+    model.config.apply_recipe(model_args.recipe, contrastive_loss=overrides.get("contrastive_loss"))
     if model.config.mim_loss_weight == 0:
         model.cross_modal = None  # the CLIP recipe has no MIM head
     return model
@@ -79,7 +80,7 @@ def _load_gadms(source: str, overrides: dict, num_identities: int, recipe: str) 
         setattr(config, key, value)
     saved_identities = config.num_identities
     config.num_identities = num_identities
-    config.apply_recipe(recipe)
+    config.apply_recipe(recipe, contrastive_loss=overrides.get("contrastive_loss"))
     new_head = num_identities > 0 and saved_identities != num_identities
     model, info = GADMSModel.from_pretrained(source, config=config, output_loading_info=True,
                                              ignore_mismatched_sizes=new_head and saved_identities > 0)
@@ -169,9 +170,12 @@ def report_cut_captions(corpora: dict[str, datasets.Dataset | datasets.IterableD
 
 
 def synth_overrides(data_args: DataArguments) -> dict:
+    """The SynthPedesConfig fields the arguments set: `--synth_config`, then the dedicated `--synth_*` flags."""
+    overrides = parse_overrides(data_args.synth_config, flag="--synth_config")
     mapping = {"num_train_ids": data_args.synth_num_train_ids, "num_test_ids": data_args.synth_num_test_ids,
                "noise_rate": data_args.synth_noise_rate}
-    return {key: value for key, value in mapping.items() if value is not None}
+    overrides.update({key: value for key, value in mapping.items() if value is not None})
+    return overrides
 
 
 def load_eval_benchmarks(data_args: DataArguments) -> dict[str, tuple]:
