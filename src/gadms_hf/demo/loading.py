@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoProcessor
 
 from ..modeling_gadms import GADMSModel
@@ -43,6 +44,7 @@ def load_engine(
         model_name_or_path = DEFAULT_MODEL
     try:
         model = GADMSModel.from_pretrained(model_name_or_path).eval()
+        model.to("cuda" if torch.cuda.is_available() else "cpu")  # a GPU Space; the gallery stays on the CPU
         processor = AutoProcessor.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
         raise SetupError(f"Cannot load the model {model_name_or_path!r}: {error}") from error
