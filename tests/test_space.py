@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -66,6 +67,8 @@ def test_assembled_space_serves_the_page_with_its_own_package(tmp_path, tiny_mod
         with opener.open(f"http://127.0.0.1:{port}/config", timeout=30) as response:
             config = response.read().decode()
         assert "gadms-query" in config and "gadms-error" not in config
+        # no run history: the browser would store every answer and each next one would get slower
+        assert json.loads(config)["run_history"] is False
     finally:
         server.terminate()
         log = server.communicate(timeout=60)[0]

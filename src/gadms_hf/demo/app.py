@@ -137,6 +137,7 @@ def build_demo(
 
 def launch_demo(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any) -> Any:
     """`demo.launch` without a share link and with the demo's theme (system fonts: nothing downloaded)."""
+    kwargs.setdefault("run_history", False)  # each run would be stored in the browser, slowing every next one
     return demo.launch(server_name=host, server_port=port, share=False, theme=THEME, **kwargs)
 
 
