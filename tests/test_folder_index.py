@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from gadms_hf.evaluation.retrieval import embed_images
 from gadms_hf.search.folder_index import INDEX_DIR, image_fingerprint, index_folder
@@ -219,3 +219,18 @@ def test_cli_errors_are_messages(tmp_path, model_dir, capsys):
     with pytest.raises(SystemExit):
         search.main(["index", "--model_name_or_path", str(model_dir), "--images", str(tmp_path / "nowhere")])
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_photos_are_upright_as_their_exif_orientation_says(tmp_path, tiny_model, processor):
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": how phones store portraits
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    index = index_folder(tiny_model, processor, tmp_path, progress=False)
+    with Image.open(tmp_path / "portrait.jpg") as stored:
+        as_stored = stored.convert("RGB")
+    shown = ImageOps.exif_transpose(as_stored)
+    assert shown.size == (40, 90)
+    expected, sideways = embed_images(tiny_model, [shown, as_stored], processor, progress=False)
+    assert torch.allclose(index.embeddings[0], expected, atol=1e-5)
+    assert not torch.allclose(index.embeddings[0], sideways, atol=1e-3)
