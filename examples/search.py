@@ -5,83 +5,38 @@
     python examples/search.py query  --model_name_or_path outputs/pretrain-synth --images photos/ \\
         --text "a woman in a red jacket and blue jeans" --top_k 5 [--grid result.png]
 
-`index` embeds every image once and stores the embeddings next to the folder
-(`<images>/.gadms_index/embeddings.safetensors` + `manifest.json`); running it again embeds only
-new or changed files (by size and modification time) and drops deleted ones. Unreadable images
-are skipped and listed. `query` indexes first if needed, then prints the top-k paths and scores.
+`index` embeds every image once, one photo decoded at a time, and saves each batch as it goes into
+`<images>/.gadms_index/<model fingerprint>/` (a killed run resumes where it stopped); running it again
+embeds only new or changed files (by size and modification time) and forgets deleted ones. Unreadable
+images are skipped and listed with the reason. `query` indexes first if needed, then prints the top-k
+paths and scores.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoProcessor
+from PIL import Image
+from transformers import AutoProcessor
 
-import gadms_hf  # noqa: F401  (registers the Auto classes)
-from gadms_hf.evaluation.retrieval import embed_images, embed_texts, retrieve_topk
+from gadms_hf import GADMSModel
+from gadms_hf.evaluation.retrieval import embed_texts, retrieve_topk
+from gadms_hf.search.folder_index import FolderIndex, index_folder
 from gadms_hf.training.pipeline import loading_model_from
 from gadms_hf.training.script_args import exit_on_bad_input
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-INDEX_DIR = ".gadms_index"
 
-
-def _signature(path: Path) -> list:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def build_index(model, processor, folder: Path, model_name: str, batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
-    """Bring the folder's index up to date; returns (relative paths, L2-normalised embeddings)."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--images {folder} is not a folder")
-    index_dir = folder / INDEX_DIR
-    manifest_file, tensor_file = index_dir / "manifest.json", index_dir / "embeddings.safetensors"
-    old = {"model": None, "files": {}}
-    if manifest_file.is_file() and tensor_file.is_file():
-        old = json.loads(manifest_file.read_text())
-    reuse = old["model"] == model_name
-    old_embeddings = load_file(str(tensor_file))["embeddings"] if reuse and old["files"] else None
-
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and INDEX_DIR not in p.parts)
-    keep, todo, skipped = {}, [], []
-    for path in files:
-        name = str(path.relative_to(folder))
-        entry = old["files"].get(name)
-        if reuse and entry is not None and entry["signature"] == _signature(path):
-            keep[name] = old_embeddings[entry["row"]]
-        else:
-            todo.append(path)
-    images, names = [], []
-    for path in todo:
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-            names.append(str(path.relative_to(folder)))
-        except (OSError, UnidentifiedImageError) as error:
-            skipped.append(f"{path}: {type(error).__name__}: {error}")
-    if images:
-        fresh = embed_images(model, images, processor, batch_size=batch_size, progress=False).cpu()
-        keep.update(dict(zip(names, fresh)))
-    for problem in skipped:
-        print(f"skipped unreadable image {problem}")
-    print(f"index: {len(keep)} images ({len(names)} embedded now, {len(keep) - len(names)} reused, "
-          f"{len(skipped)} unreadable)")
-
-    ordered = sorted(keep)
-    embeddings = torch.stack([keep[n] for n in ordered]) if ordered else torch.empty(0, model.config.projection_dim)
-    index_dir.mkdir(exist_ok=True)
-    save_file({"embeddings": embeddings.contiguous()}, str(tensor_file))
-    manifest = {"model": model_name, "files": {n: {"row": i, "signature": _signature(folder / n)}
-                                               for i, n in enumerate(ordered)}}
-    manifest_file.write_text(json.dumps(manifest, indent=1))
-    return ordered, embeddings
+def build_index(model, processor, folder: Path, batch_size: int = 64) -> FolderIndex:
+    """Bring the folder's index up to date, printing what was skipped and a one-line summary."""
+    index = index_folder(model, processor, folder, batch_size=batch_size)
+    for problem in index.problems:
+        print(problem)
+    for name, reason in index.skipped:
+        print(f"skipped unreadable image {folder / name}: {reason}")
+    print(index.summary())
+    return index
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
@@ -96,35 +51,39 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     args = parser.parse_args(argv)
     if args.command == "query" and not args.text:
         parser.error("query needs at least one --text")
-
+    if args.top_k < 1 or args.batch_size < 1:
+        parser.error(f"--top_k and --batch_size must be >= 1, got {args.top_k} and {args.batch_size}")
+    if not args.images.is_dir():
+        parser.error(f"--images {args.images} is not a folder")
     with exit_on_bad_input("search.py"), loading_model_from(args.model_name_or_path):
-        model = AutoModel.from_pretrained(args.model_name_or_path).eval()
+        model = GADMSModel.from_pretrained(args.model_name_or_path).eval()
         processor = AutoProcessor.from_pretrained(args.model_name_or_path)
-    model_name = os.path.abspath(args.model_name_or_path) if os.path.isdir(args.model_name_or_path) \
-        else args.model_name_or_path
     with exit_on_bad_input("search.py"):
-        names, embeddings = build_index(model, processor, args.images, model_name, args.batch_size)
+        index = build_index(model, processor, args.images, args.batch_size)
     if args.command == "index":
         return []
-    if not names:
+    if not index.names:
         raise SystemExit(f"no readable images in {args.images}")
     queries = embed_texts(model, args.text, processor, progress=False).cpu()
-    k = min(args.top_k, len(names))
-    top = retrieve_topk(queries, embeddings, k)
-    scores = queries @ embeddings.T
+    k = min(args.top_k, len(index.names))
+    top = retrieve_topk(queries, index.embeddings, k)
+    scores = queries @ index.embeddings.T
     results = []
     for q, text in enumerate(args.text):
         print(f"\n{text}")
         for rank, row in enumerate(top[q].tolist(), start=1):
             score = float(scores[q, row])
-            results.append((names[row], score))
-            print(f"  {rank}. {score:.4f}  {args.images / names[row]}")
+            results.append((index.names[row], score))
+            print(f"  {rank}. {score:.4f}  {args.images / index.names[row]}")
     if args.grid:
         from gadms_hf.evaluation.plots import plot_retrieval_grid
 
-        gallery = [Image.open(args.images / name).convert("RGB") for name in names]
+        hits = sorted(set(top.reshape(-1).tolist()))  # decode only the images shown, not the gallery
+        shown = [Image.open(args.images / index.names[row]).convert("RGB") for row in hits]
+        position = {row: i for i, row in enumerate(hits)}
+        local = torch.tensor([[position[row] for row in rows] for rows in top.tolist()])
         # no identities here: frame every hit green
-        plot_retrieval_grid(args.text, gallery, top, torch.ones_like(top, dtype=torch.bool), args.grid, k=k)
+        plot_retrieval_grid(args.text, shown, local, torch.ones_like(local, dtype=torch.bool), args.grid, k=k)
         print(f"\nwrote {args.grid}")
     return results
 

@@ -1,0 +1,1 @@
+"""The web demo: describe a person, see who matches and which words counted (Gradio)."""

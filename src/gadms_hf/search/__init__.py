@@ -1,0 +1,1 @@
+"""Search image galleries by description: a crash-safe folder index, galleries, and per-word GASS scores."""
