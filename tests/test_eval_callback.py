@@ -100,7 +100,7 @@ def test_logs_metrics_and_keeps_best_model_per_benchmark(tmp_path, processor):
                 assert 0.0 <= entry[f"eval_{name}_{key}"] <= 100.0
         best_dir = tmp_path / f"_best_{name}"  # "_*": the Trainer's Hub upload skips it
         record = json.loads((best_dir / "retrieval_metrics.json").read_text())
-        assert record["split"] == "test"
+        assert record["split"] == "val"  # the default: selection never looks at test
         scores = [entry[f"eval_{name}_R1"] for entry in entries]
         assert record["R1"] == max(scores)
         assert record["step"] == entries[scores.index(max(scores))]["step"]  # a tie is no improvement

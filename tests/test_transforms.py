@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from gadms_hf.data.transforms import ImageColumnTransform, apply_transform, build_transform, with_transform
 from gadms_hf.processing_gadms import CLIP_MEAN, CLIP_STD, make_image_processor
@@ -207,3 +208,19 @@ def test_a_streamed_unreadable_image_is_dropped(tmp_path):
     rows = list(apply_transform(dataset.to_iterable_dataset(), transform))
     assert [row["caption_id"] for row in rows] == [0, 1, 2, 3, 5]
     assert transform.unreadable.total == 1
+
+
+@pytest.mark.parametrize("height, width, pad", [(384, 128, 10), (96, 32, 2)])
+def test_pad_and_crop_shift_the_same_share_of_the_width(height, width, pad):
+    """The paper pads 10 pixels at width 128; smaller images are padded in proportion, not by 10 pixels."""
+    torch.manual_seed(0)
+    steps = [step for step in build_transform(height, width, train=True).transforms
+             if not isinstance(step, v2.RandomErasing)]
+    transform = v2.Compose(steps)
+    black = normalised((0, 0, 0))
+    widest = 0
+    for _ in range(60):
+        out = transform(Image.new("RGB", (width, height), (200, 100, 50)))
+        black_columns = torch.isclose(out, black.expand_as(out), atol=1e-5).all(dim=0).all(dim=0)
+        widest = max(widest, int(black_columns.sum()))
+    assert widest == pad

@@ -34,7 +34,7 @@ from .randomness import derive_seed
 
 logger = logging.getLogger(__name__)
 
-PAD = 10
+PAD = 10  # pixels at the paper's 128-pixel width; scaled with the width (2 at 32), so the shift is the same share
 ERASE_SCALE = (0.02, 0.4)
 ERASE_PROB = 0.5
 FLIP_PROB = 0.5
@@ -52,8 +52,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def build_transform(height: int, width: int, train: bool) -> v2.Compose:
     """PIL image -> `(3, height, width)` float32 tensor, CLIP-normalised; augmented when `train`.
 
-    train: resize, horizontal flip (0.5), pad 10 + random crop back to size, normalise, random
-    erasing (p 0.5, area 0.02-0.4, filled with the mean). eval: resize, normalise.
+    train: resize, horizontal flip (0.5), pad 10 (at width 128; in proportion at other widths) + random
+    crop back to size, normalise, random erasing (p 0.5, area 0.02-0.4, filled with the mean).
+    eval: resize, normalise.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got height={height}, width={width}")
@@ -64,7 +65,8 @@ def build_transform(height: int, width: int, train: bool) -> v2.Compose:
         v2.Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
     ]
     if train:
-        steps += [v2.RandomHorizontalFlip(FLIP_PROB), v2.RandomCrop(size, padding=PAD)]
+        pad = max(1, round(PAD * width / 128))
+        steps += [v2.RandomHorizontalFlip(FLIP_PROB), v2.RandomCrop(size, padding=pad)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(CLIP_MEAN), list(CLIP_STD))]
     if train:
         steps.append(v2.RandomErasing(p=ERASE_PROB, scale=ERASE_SCALE, value=0.0))
