@@ -174,8 +174,9 @@ def test_authors_checkpoint_mim_logits_match_the_authors_head(converted, authors
         labels[row, col] = ids[row, col]
         ours_ids[row, col], their_ids[row, col] = MASK_ID, IRRA_MASK_ID  # the same token in either tokenizer
     with torch.no_grad():
-        ours = _captured(
-            model.cross_modal.mlm_head,
+        # the fused loss never forms the logits: take the states it reads, then apply the head to them
+        ours_states = _captured(
+            model.cross_modal.ln_post,
             lambda: model(
                 pixel_values=pixels,
                 input_ids=ids,
@@ -184,6 +185,7 @@ def test_authors_checkpoint_mim_logits_match_the_authors_head(converted, authors
                 return_loss=True,
             ),
         )
+        ours = model.cross_modal.mlm_head(ours_states)
         # The authors feed every projected text / image token state (after ln_final / ln_post) to the head.
         text_states = _captured(clip.ln_final, lambda: clip.encode_text(their_ids)) @ clip.text_projection
         image_states = _captured(clip.visual.ln_post, lambda: clip.encode_image(pixels)) @ clip.visual.proj

@@ -120,19 +120,56 @@ def test_id_loss_matches_hand_value():
 
 
 def test_mim_loss_is_cross_entropy_over_labelled_rows():
-    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    """The fused vocabulary layer + cross-entropy equals the hand value of the explicit logits, whatever the
+    chunking of the vocabulary."""
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    weight = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)  # logits rows below
+    bias = torch.zeros(3, dtype=torch.float64)
     targets = torch.tensor([0, 2])
-    first = 2.0 - np.log(np.exp(2.0) + 1 + np.exp(-1.0))
-    second = 0.0 - np.log(1 + np.e + 1)
-    assert mim_loss(logits, targets).item() == pytest.approx(-(first + second) / 2, rel=1e-6)
+    first = 2.0 - np.log(np.exp(2.0) + 1 + np.exp(-1.0))  # logits (2, 0, -1), target 0
+    second = 0.0 - np.log(1 + np.e + 1)  # logits (0, 1, 0), target 2
+    for chunk in (1, 2, 3, 8):
+        loss = mim_loss(hidden, weight, bias, targets, chunk_size=chunk)
+        assert loss.item() == pytest.approx(-(first + second) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 4096])
+def test_mim_loss_gradients_equal_the_unfused_head(chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(9, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(300, 16, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(300, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 300, (9,))
+    fused = mim_loss(hidden, weight, bias, targets, chunk_size=chunk)
+    fused_grads = torch.autograd.grad(fused, (hidden, weight, bias))
+    plain = torch.nn.functional.cross_entropy(hidden @ weight.t() + bias, targets)
+    plain_grads = torch.autograd.grad(plain, (hidden, weight, bias))
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-12)
+    for mine, reference in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(mine, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_mim_loss_under_bfloat16_autocast_stays_close_and_float32():
+    torch.manual_seed(0)
+    hidden = torch.randn(32, 64, requires_grad=True)
+    weight = (0.05 * torch.randn(5000, 64)).requires_grad_(True)
+    targets = torch.randint(0, 5000, (32,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = mim_loss(hidden, weight, None, targets, chunk_size=1000)
+    assert fused.dtype == torch.float32
+    plain = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets)
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-2)
+    fused.backward()
+    assert hidden.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
 
 
 def test_mim_loss_without_labels_is_zero_and_keeps_the_graph():
-    logits = torch.zeros(0, 7, requires_grad=True)
-    loss = mim_loss(logits, torch.zeros(0, dtype=torch.long))
+    hidden = torch.zeros(0, 4, requires_grad=True)
+    weight = torch.zeros(7, 4, requires_grad=True)
+    loss = mim_loss(hidden, weight, None, torch.zeros(0, dtype=torch.long))
     assert loss.item() == 0.0 and not torch.isnan(loss)
     loss.backward()
-    assert logits.grad is not None
+    assert hidden.grad is not None and weight.grad is not None
 
 
 def test_losses_keep_float64():
@@ -142,7 +179,7 @@ def test_losses_keep_float64():
         sdm_loss(images, texts, ids, 50.0),
         infonce_loss(images, texts, 50.0),
         id_loss(classifier, images, texts, ids),
-        mim_loss(texts, torch.tensor([0, 1, 2])),
+        mim_loss(texts, torch.eye(3, dtype=torch.float64), None, torch.tensor([0, 1, 2])),
     ]
     assert [loss.dtype for loss in losses] == [torch.float64] * 4
 

@@ -2,17 +2,21 @@
 
 Text states (queries) attend to all image tokens, a small transformer mixes the result, and
 a prediction head recovers the original ids *only at the labelled positions*: full logits
-would be batch x 77 x 49,409 floats, most of them thrown away.
+would be batch x 77 x 49,409 floats, most of them thrown away. In training the head's last
+layer is fused with the cross-entropy (`losses.mim_loss`), so not even the labelled positions'
+logits are held whole.
 
 Layer names follow the OpenAI/IRRA layout (packed `in_proj`, `ln_1`, `mlp.c_fc`, ...) so
 that the authors' checkpoints map onto this module one to one. Shipped to the Hub with
-the model: imports only torch.
+the model: imports only torch (and, relatively, `losses`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .losses import mim_loss
 
 
 class GADMSQuickGELU(nn.Module):
@@ -60,8 +64,12 @@ class GADMSTokenHead(nn.Module):
         self.ln = nn.LayerNorm(width, eps=eps)
         self.fc = nn.Linear(width, vocab_size)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The states the vocabulary layer `fc` reads (the MIM loss fuses `fc` with its cross-entropy)."""
+        return self.ln(self.gelu(self.dense(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.ln(self.gelu(self.dense(x))))
+        return self.fc(self.features(x))
 
 
 class GADMSCrossModalHead(nn.Module):
@@ -92,10 +100,10 @@ class GADMSCrossModalHead(nn.Module):
         """(B, T, D) text, (B, N, D) image -> (B, T, D) fused text states."""
         return self.ln_post(self._fuse(text_states, image_states, self.blocks))
 
-    def forward(
+    def labelled_states(
         self, text_states: torch.Tensor, image_states: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (M, vocab) and targets (M,) for the M labelled positions (labels != -100).
+        """Fused states (M, D) and targets (M,) at the M labelled positions (labels != -100), row-major.
 
         Only the labelled positions' states are read, so the last block computes its queries, output
         projection and MLP (and the final norm) at those positions alone: the same numbers as `encode`.
@@ -104,13 +112,25 @@ class GADMSCrossModalHead(nn.Module):
         counts = selected.sum(dim=1)
         width = int(counts.max()) if counts.numel() else 0
         if not self.blocks or width == 0:  # nothing to save (and keep the graph when nothing is labelled)
-            return self.mlm_head(self.encode(text_states, image_states)[selected]), labels[selected]
+            return self.encode(text_states, image_states)[selected], labels[selected]
         x = self._fuse(text_states, image_states, self.blocks[:-1])
         # each row's labelled positions first, ascending (a stable sort), padded to the row maximum
         index = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :width]
         present = torch.arange(width, device=labels.device).unsqueeze(0) < counts.unsqueeze(1)
-        fused = self.ln_post(self.blocks[-1].forward_at(x, index, present))
-        return self.mlm_head(fused), labels[selected]
+        return self.ln_post(self.blocks[-1].forward_at(x, index, present)), labels[selected]
+
+    def forward(
+        self, text_states: torch.Tensor, image_states: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (M, vocab) and targets (M,) for the M labelled positions (labels != -100)."""
+        states, targets = self.labelled_states(text_states, image_states, labels)
+        return self.mlm_head(states), targets
+
+    def loss(self, text_states: torch.Tensor, image_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The MIM cross-entropy at the labelled positions; the vocabulary logits are never held whole."""
+        states, targets = self.labelled_states(text_states, image_states, labels)
+        head = self.mlm_head
+        return mim_loss(head.features(states), head.fc.weight, head.fc.bias, targets)
 
     def _assign_init_stds(self) -> None:
         """IRRA's scheme, recorded on each leaf for the model's `_init_weights`: std width^-0.5

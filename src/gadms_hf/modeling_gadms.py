@@ -27,7 +27,7 @@ from transformers.utils import ModelOutput
 from .configuration_gadms import MAX_SIMILARITY_SCALE, GADMSConfig, image_hw
 from .cross_modal import GADMSCrossModalHead
 from .gass import GASSScorer
-from .losses import gather_with_grad, global_identities, id_loss, infonce_loss, mim_loss, sdm_loss
+from .losses import gather_with_grad, global_identities, id_loss, infonce_loss, sdm_loss
 
 
 @dataclass
@@ -328,8 +328,7 @@ class GADMSModel(GADMSPreTrainedModel):
             batch = image_embeds.shape[0]
             image_tokens = self.visual_projection(self.vision_model.post_layernorm(image_hidden))
             text_tokens = self.text_projection(text_hidden[batch:])
-            logits, targets = self.cross_modal(text_tokens, image_tokens, mim_labels)
-            output.mim_loss = mim_loss(logits, targets)
+            output.mim_loss = self.cross_modal.loss(text_tokens, image_tokens, mim_labels)
             losses.append(config.mim_loss_weight * output.mim_loss)
         if self.classifier is not None and person_ids is not None and config.id_loss_weight > 0:
             output.id_loss = id_loss(self.classifier, image_embeds, text_embeds, person_ids)
