@@ -28,6 +28,7 @@ from .test_training import _trainer, synth_train  # noqa: F401  (synth_train: mo
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_pretrain.py"
 RUN = [
+    "--preset", "tiny",
     "--synth_num_train_ids", "4", "--synth_num_test_ids", "2", "--per_device_train_batch_size", "4",
     "--learning_rate", "1e-3", "--logging_steps", "1", "--report_to", "none", "--dataloader_num_workers", "0",
     "--seed", "7", "--warmup_steps", "1", "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1",

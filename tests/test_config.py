@@ -16,12 +16,12 @@ def test_presets_and_defaults():
 
 
 def test_small_preset_learns_from_random_weights_by_design():
-    """The CPU preset: 8-px patches (a 12 x 4 grid on 96 x 32), GASS on every layer of its 4-layer causal
+    """The CPU preset: 8-px patches (a 12 x 4 grid on 96 x 32), GASS on every layer of its 2-layer causal
     tower, and a contrastive term that cannot collapse (InfoNCE with a learned scale); the paper's preset
     keeps SDM at the fixed 50."""
     small = GADMSConfig.small()
     assert small.image_size == (96, 32) and small.vision_config.patch_size == 8
-    assert small.gass_num_layers == small.text_config.num_hidden_layers == 4
+    assert small.gass_num_layers == small.text_config.num_hidden_layers == 2
     assert (small.contrastive_loss, small.learn_similarity_scale) == ("infonce", True)
     paper = GADMSConfig.vit_b16()
     assert (paper.contrastive_loss, paper.learn_similarity_scale) == ("sdm", False)

@@ -48,7 +48,7 @@ def test_curated_folder_pretrains(tiny_vlm, photos, tmp_path):  # noqa: F811
 
     out = tmp_path / "pretrain"
     command = [
-        sys.executable, str(PRETRAIN), "--dataset_name", "webperson", "--data_dir", str(curated),
+        sys.executable, str(PRETRAIN), "--dataset_name", "webperson", "--data_dir", str(curated), "--preset", "tiny",
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy", "no",
         "--report_to", "none", "--dataloader_num_workers", "0", "--output_dir", str(out),
     ]  # fmt: skip

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_finetune.py"
 NUM_TRAIN_IDS = 8
 TINY_RUN = [
+    "--preset", "tiny",
     "--synth_num_train_ids", str(NUM_TRAIN_IDS),
     "--synth_num_test_ids", "4",
     "--per_device_train_batch_size", "8",

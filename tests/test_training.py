@@ -25,6 +25,8 @@ from gadms_hf.training.trainer import GADMSTrainer, warmup_cosine
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_pretrain.py"
 TINY_RUN = [
+    "--preset",
+    "tiny",
     "--synth_num_train_ids",
     "8",
     "--synth_num_test_ids",
@@ -222,6 +224,8 @@ def test_two_processes_share_the_bank(tmp_path):
     whichever rank scored it."""
     out = tmp_path / "ddp"
     args = TINY_RUN + [
+        "--synth_config",
+        "images_per_id=4",
         "--num_train_epochs",
         "1",
         "--per_device_train_batch_size",
@@ -265,7 +269,7 @@ def test_streamed_webperson_pretraining_sizes_and_fills_the_bank(tmp_path):
     assert WebPerson(data_dir=str(raw), cache_dir=str(tmp_path / "c2")).num_images() == len(WEB_IMAGES)
 
     out = tmp_path / "stream"
-    args = ["--dataset_name", "webperson", "--data_dir", str(hub), "--streaming", "--max_steps", "2",
+    args = ["--dataset_name", "webperson", "--data_dir", str(hub), "--streaming", "--max_steps", "2", "--preset", "tiny",
             "--per_device_train_batch_size", "2", "--logging_steps", "1", "--report_to", "none",
             "--save_strategy", "no", "--dataloader_num_workers", "0", "--eval_benchmarks", "none",
             "--output_dir", str(out)]

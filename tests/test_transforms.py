@@ -224,3 +224,14 @@ def test_pad_and_crop_shift_the_same_share_of_the_width(height, width, pad):
         black_columns = torch.isclose(out, black.expand_as(out), atol=1e-5).all(dim=0).all(dim=0)
         widest = max(widest, int(black_columns.sum()))
     assert widest == pad
+
+
+def test_random_erasing_can_be_turned_off_and_is_validated():
+    torch.manual_seed(0)
+    transform = build_transform(H, W, train=True, erase_prob=0.0)
+    assert not any(isinstance(step, v2.RandomErasing) for step in transform.transforms)
+    for _ in range(20):
+        out = transform(constant_image())
+        assert not (out == 0).all(dim=0).any()  # nothing painted with the mean
+    with pytest.raises(ValueError, match="erase_prob"):
+        build_transform(H, W, train=True, erase_prob=1.5)

@@ -132,43 +132,44 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, dtype, chunk):
         x, acc = hidden.to(dtype), _accumulation_dtype(dtype)
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)  # cast once, not per chunk
         lse = torch.full((x.shape[0],), float("-inf"), dtype=acc, device=x.device)
         picked = torch.empty(x.shape[0], dtype=acc, device=x.device)
-        for start in range(0, weight.shape[0], chunk):
-            logits = _chunk_logits(x, weight, bias, start, chunk, dtype)
+        for start in range(0, w.shape[0], chunk):
+            logits = _chunk_logits(x, w, b, start, chunk, acc)
             lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
-            inside = (targets >= start) & (targets < start + logits.shape[1])
-            rows = inside.nonzero().squeeze(1)
+            rows = _rows_in_chunk(targets, start, logits.shape[1])
             picked[rows] = logits[rows, targets[rows] - start]
-        ctx.save_for_backward(hidden, weight, bias, targets, lse)
-        ctx.dtype, ctx.chunk = dtype, chunk
+        ctx.save_for_backward(x, w, b, targets, lse)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.chunk = chunk
         return (lse - picked).mean()
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
-        dtype, chunk = ctx.dtype, ctx.chunk
-        x, acc = hidden.to(dtype), _accumulation_dtype(dtype)
-        scale = grad.to(acc) / hidden.shape[0]
+        x, w, b, targets, lse = ctx.saved_tensors
+        hidden_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        acc = lse.dtype
+        scale = grad.to(acc) / x.shape[0]
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grad_hidden = torch.zeros(hidden.shape, dtype=acc, device=hidden.device) if need_hidden else None
-        grad_weight = torch.empty_like(weight) if need_weight else None
-        grad_bias = torch.empty_like(bias) if need_bias else None
-        for start in range(0, weight.shape[0], chunk):
+        grad_hidden = torch.zeros(x.shape, dtype=acc, device=x.device) if need_hidden else None
+        grad_weight = torch.empty(w.shape, dtype=weight_dtype, device=w.device) if need_weight else None
+        grad_bias = torch.empty(b.shape, dtype=bias_dtype, device=b.device) if need_bias else None
+        for start in range(0, w.shape[0], ctx.chunk):
             # d loss / d logits = (softmax - one-hot) / rows, chunk by chunk
-            probs = _chunk_logits(x, weight, bias, start, chunk, dtype).sub_(lse[:, None]).exp_()
-            inside = (targets >= start) & (targets < start + probs.shape[1])
-            rows = inside.nonzero().squeeze(1)
+            probs = _chunk_logits(x, w, b, start, ctx.chunk, acc).sub_(lse[:, None]).exp_()
+            rows = _rows_in_chunk(targets, start, probs.shape[1])
             probs[rows, targets[rows] - start] -= 1.0
-            probs = probs.mul_(scale).to(dtype)
+            probs = probs.mul_(scale)
             stop = start + probs.shape[1]
-            if need_hidden:
-                grad_hidden += (probs @ weight[start:stop].to(dtype)).to(acc)
-            if need_weight:
-                grad_weight[start:stop] = (probs.t() @ x).to(weight.dtype)
             if need_bias:
-                grad_bias[start:stop] = probs.to(acc).sum(dim=0).to(bias.dtype)
-        grad_hidden = grad_hidden.to(hidden.dtype) if need_hidden else None
+                grad_bias[start:stop] = probs.sum(dim=0)
+            probs = probs.to(x.dtype)
+            if need_hidden:
+                grad_hidden += (probs @ w[start:stop]).to(acc)
+            if need_weight:
+                grad_weight[start:stop] = probs.t() @ x
+        grad_hidden = grad_hidden.to(hidden_dtype) if need_hidden else None
         return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
@@ -176,12 +177,15 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)  # float32, or float64 for float64 inputs
 
 
-def _chunk_logits(x, weight, bias, start, chunk, dtype) -> torch.Tensor:
-    """Logits of vocabulary rows [start, start + chunk), in the accumulation dtype."""
-    logits = x @ weight[start : start + chunk].to(dtype).t()
-    if bias is not None:
-        logits = logits + bias[start : start + chunk].to(dtype)
-    return logits.to(_accumulation_dtype(dtype))
+def _chunk_logits(x, w, b, start, chunk, acc) -> torch.Tensor:
+    """Logits of vocabulary rows [start, start + chunk), computed in x's dtype, returned in `acc`."""
+    weight = w[start : start + chunk]
+    logits = x @ weight.t() if b is None else torch.addmm(b[start : start + chunk], x, weight.t())
+    return logits.to(acc)
+
+
+def _rows_in_chunk(targets: torch.Tensor, start: int, size: int) -> torch.Tensor:
+    return ((targets >= start) & (targets < start + size)).nonzero().squeeze(1)
 
 
 def mim_loss(

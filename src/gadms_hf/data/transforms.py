@@ -49,15 +49,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def build_transform(height: int, width: int, train: bool) -> v2.Compose:
+def build_transform(height: int, width: int, train: bool, erase_prob: float = ERASE_PROB) -> v2.Compose:
     """PIL image -> `(3, height, width)` float32 tensor, CLIP-normalised; augmented when `train`.
 
     train: resize, horizontal flip (0.5), pad 10 (at width 128; in proportion at other widths) + random
-    crop back to size, normalise, random erasing (p 0.5, area 0.02-0.4, filled with the mean).
-    eval: resize, normalise.
+    crop back to size, normalise, random erasing (p `erase_prob`, 0.5 as the authors; area 0.02-0.4, filled
+    with the mean). eval: resize, normalise.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got height={height}, width={width}")
+    if not 0.0 <= erase_prob <= 1.0:
+        raise ValueError(f"erase_prob={erase_prob} must be a probability in [0, 1]")
     size = (height, width)
     steps: list[Callable[[Any], Any]] = [
         v2.Lambda(to_rgb),
@@ -68,8 +70,8 @@ def build_transform(height: int, width: int, train: bool) -> v2.Compose:
         pad = max(1, round(PAD * width / 128))
         steps += [v2.RandomHorizontalFlip(FLIP_PROB), v2.RandomCrop(size, padding=pad)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(CLIP_MEAN), list(CLIP_STD))]
-    if train:
-        steps.append(v2.RandomErasing(p=ERASE_PROB, scale=ERASE_SCALE, value=0.0))
+    if train and erase_prob > 0:
+        steps.append(v2.RandomErasing(p=erase_prob, scale=ERASE_SCALE, value=0.0))
     return v2.Compose(steps)
 
 
@@ -130,9 +132,10 @@ class ImageColumnTransform:
         image_column: str = "image",
         seed: int | None = None,
         key_column: str = "caption_id",
+        erase_prob: float = ERASE_PROB,
     ) -> None:
         self.image_column = image_column
-        self.transform = build_transform(height, width, train)
+        self.transform = build_transform(height, width, train, erase_prob)
         self.seeded = train and seed is not None
         self.seed, self.key_column, self.epoch = seed, key_column, 0
         self.unreadable = UnreadableCounter()

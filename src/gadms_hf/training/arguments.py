@@ -27,6 +27,11 @@ class ModelArguments:
         default="gadms",
         metadata={"help": "Objective: 'gadms' (GASS dual masking), 'irra' (SDM+ID+random MLM), 'clip' (InfoNCE)."},
     )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel of both towers: 'sdpa' (transformers' default) or 'eager'. On a CPU with "
+                  "--bf16, 'eager' trains about 1.4x faster: the sdpa kernel's bfloat16 backward is slow there."},
+    )
     image_height: int = field(default=384, metadata={"help": "Image height when converting a CLIP checkpoint."})
     image_width: int = field(default=128, metadata={"help": "Image width when converting a CLIP checkpoint."})
     config_overrides: str | None = field(
@@ -111,6 +116,11 @@ class GADMSTrainingArguments(TrainingArguments):
         metadata={"help": "'warmup_cosine' (linear warm-up from --warmup_start_factor, then cosine to 0) or 'hf' "
                   "(use --lr_scheduler_type)."},
     )
+    random_erasing: float = field(
+        default=0.5,
+        metadata={"help": "Probability of random erasing in the training augmentation (the authors': 0.5). From random "
+                  "weights it slows learning: erasing hides the very attributes the caption names."},
+    )
     score_bank_dtype: str = field(default="float16", metadata={"help": "Score bank storage: float16 or uint8."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw columns for the collator."})
 
@@ -121,6 +131,8 @@ class GADMSTrainingArguments(TrainingArguments):
             self.ddp_find_unused_parameters = False  # every parameter takes part in every step
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             self.use_cpu = True  # torchrun on CPU: gloo processes (accelerate needs cpu=True to see them)
+        if self.bf16 and not _has_accelerator():
+            self.use_cpu = True  # bfloat16 autocast on the CPU (transformers asks for use_cpu explicitly)
         if self.optimizer_name not in ("adam", "adamw"):
             raise ValueError(f"--optimizer_name={self.optimizer_name!r} must be 'adam' or 'adamw'")
         if self.lr_schedule not in ("warmup_cosine", "hf"):
@@ -153,6 +165,11 @@ class FinetuneArguments:
         self.lora_target_modules = [name for item in self.lora_target_modules for name in item.split(",") if name]
         if self.lora_r < 0:
             raise ValueError(f"--lora_r={self.lora_r} must be >= 0 (0 = no LoRA)")
+
+
+def _has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
+        torch.backends.mps.is_available())
 
 
 def parse_overrides(text: str | None, flag: str = "--config_overrides") -> dict:

@@ -20,7 +20,7 @@ from ..configuration_gadms import GADMSConfig
 from ..data.caption_length import count_cut_captions
 from ..data.collator import GADMSCollator
 from ..data.score_bank import TokenScoreBank
-from ..data.transforms import ImageColumnTransform, apply_transform
+from ..data.transforms import ERASE_PROB, ImageColumnTransform, apply_transform
 from ..masking import MaskingParams
 from ..modeling_gadms import GADMSModel
 from ..processing_gadms import TEXT_LENGTH, GADMSProcessor, make_image_processor
@@ -49,7 +49,15 @@ def _is_gadms_dir(path: str) -> bool:
 
 
 def build_model(model_args: ModelArguments, num_identities: int = 0) -> GADMSModel:
-    """A GA-DMS checkpoint, a converted CLIP checkpoint, or a fresh preset; then the recipe."""
+    """A GA-DMS checkpoint, a converted CLIP checkpoint, or a fresh preset; then the recipe and the
+    attention kernel."""
+    model = _build_model(model_args, num_identities)
+    if model_args.attn_implementation is not None:
+        model.set_attn_implementation(model_args.attn_implementation)
+    return model
+
+
+def _build_model(model_args: ModelArguments, num_identities: int) -> GADMSModel:
     overrides = parse_overrides(model_args.config_overrides)
     source = model_args.model_name_or_path
     if source is None:
@@ -227,9 +235,9 @@ def make_collator(processor: GADMSProcessor, model: GADMSModel, bank, seed: int)
     return GADMSCollator(processor, MaskingParams.from_config(model.config), bank, seed=seed)
 
 
-def prepare_train_dataset(dataset, config: GADMSConfig, seed: int):
+def prepare_train_dataset(dataset, config: GADMSConfig, seed: int, erase_prob: float = ERASE_PROB):
     """(dataset with on-the-fly augmentation, the transform to register as an epoch listener)."""
-    transform = ImageColumnTransform(*config.image_size, train=True, seed=seed)
+    transform = ImageColumnTransform(*config.image_size, train=True, seed=seed, erase_prob=erase_prob)
     return apply_transform(dataset, transform), transform
 
 
