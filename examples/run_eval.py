@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
@@ -119,9 +120,11 @@ def main() -> dict:
                                      return_topk=5 if args.plots and not grid_done else None)
         if "topk_indices" in metrics:
             os.makedirs(args.plots, exist_ok=True)
-            n = args.num_plot_queries
-            plot_retrieval_grid(queries["caption"][:n], gallery, metrics.pop("topk_indices")[:n],
-                                metrics.pop("topk_correct")[:n], os.path.join(args.plots, "retrieval_grid.png"))
+            # Queries spread over the split: its first captions all describe one person.
+            picks = np.linspace(0, len(queries) - 1, min(args.num_plot_queries, len(queries))).round().astype(int)
+            captions = [queries["caption"][int(i)] for i in picks]
+            plot_retrieval_grid(captions, gallery, metrics.pop("topk_indices")[torch.as_tensor(picks)],
+                                metrics.pop("topk_correct")[torch.as_tensor(picks)], os.path.join(args.plots, "retrieval_grid.png"))
             grid_done = True
         results[name] = {key: float(value) for key, value in metrics.items()}
 

@@ -46,7 +46,7 @@ from gadms_hf.training.trainer import GADMSTrainer
 
 logger = logging.getLogger("gadms_hf")
 
-# The embedded default: everything generated locally, about 5 minutes on 2 CPU cores (README "Embedded
+# The embedded default: everything generated locally, about 9 minutes on 2 CPU cores (README "Embedded
 # default" says why each value is what it is; every flag overrides it).
 EMBEDDED_DEFAULT = {
     "dataset_name": "synth-pedes",
@@ -55,7 +55,7 @@ EMBEDDED_DEFAULT = {
     "recipe": "gadms",
     "attn_implementation": "eager",
     "output_dir": "outputs/pretrain-synth",
-    "num_train_epochs": 4,
+    "num_train_epochs": 5,
     "per_device_train_batch_size": 64,
     "learning_rate": 1e-3,
     "optimizer_name": "adamw",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What the embedded default buys per minute: R1 / mAP against wall time, one full run per step budget.
 
-    python scripts/demo_curve.py                                   # budgets 300 500 700 900, val split
+    python scripts/demo_curve.py                                   # budgets 300 500 750 950, val split
     python scripts/demo_curve.py --budgets 400 700 --output docs/demo_curve.png
 
 Each budget is a complete `examples/run_pretrain.py` run (its own warm-up and cosine schedule, which is
@@ -73,7 +73,7 @@ def plot(points: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[300, 500, 700, 900])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[300, 500, 750, 950])
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "demo_curve.png")
     parser.add_argument("--json", type=Path, default=None, help="default: --output with .json")
     parser.add_argument("extra", nargs="*", help="more run_pretrain.py flags after --, e.g. -- --seed 7")
