@@ -4,9 +4,12 @@
     python scripts/bench_quality.py --quick --output quality.json   # 1 seed, under 8 min on 2 CPU cores
     python scripts/bench_quality.py --output quality.json           # 3 seeds, under 30 min
 
-Every run starts from one shared InfoNCE warm start (the benchmark's stand-in for pretrained CLIP, trained once
-on a SynthPEDES draw with other identities); each seed then draws the heads (MIM, ID) and the data order, the
-same for every recipe (the script checks a fingerprint of the towers). Same data, same step budget.
+Every run starts from one shared warm start (the benchmark's stand-in for pretrained CLIP), trained once on a
+SynthPEDES draw with other identities the way `make demo` trains: the `small` preset, GA-DMS with InfoNCE and a
+learned similarity scale, bfloat16 with eager attention, AdamW with weight decay 0.05, no random erasing (README
+"The embedded default"). Each seed then draws the heads (MIM, ID) and the data order, the same for every recipe
+(the script checks a fingerprint of the towers), and fine-tunes in the same regime with the paper's objectives
+at its fixed scale 50. Same data, same step budget. `--preset tiny` gives the earlier, faster and weaker model.
 Recipes (`GADMSConfig.apply_recipe`): `clip` = InfoNCE; `irra` = SDM + random-15% MLM + ID; `gadms` = SDM on
 GASS-noise-suppressed text + GASS-guided MIM + ID; `gadms-oracle` = GA-DMS whose score bank holds the planted
 truth instead of GASS (the ceiling of the dual masking). Reported per recipe: mean and sample std over seeds of
@@ -87,12 +90,17 @@ class Setting:
     warm_learning_rate: float
     oracle: bool
     gass_layers: int | None
+    preset: str
 
 
 QUICK = dict(train_ids=150, test_ids=50, steps=120, seeds=1, warm_ids=300, warm_steps=600)
 FULL = dict(train_ids=300, test_ids=100, steps=200, seeds=3, warm_ids=500, warm_steps=1200)
 WARM_CORPUS_SEED = 1  # SynthPEDES draw of the warm start; the benchmark's own splits use seed 0
 WARM_MODEL_SEED = 1000
+# The warm start's objective whatever the preset: the embedded default's (InfoNCE cannot collapse random towers).
+WARM_OVERRIDES = "contrastive_loss=infonce,learn_similarity_scale=True,similarity_scale=20.0"
+# The compared recipes start from aligned towers: the paper's contrastive terms at its fixed scale.
+RECIPE_LOSS = {"clip": "infonce", "irra": "sdm", "gadms": "sdm", ORACLE: "sdm"}
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -217,24 +225,30 @@ def init_fingerprint(model: GADMSModel) -> float:
 
 
 def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, torch.Tensor] | None,
-                gass_layers: int | None = None) -> GADMSModel:
+                gass_layers: int | None = None, preset: str = "small") -> GADMSModel:
     """The recipe's model: the warm-started towers, and the seed's draw of everything else.
 
     The CLIP recipe has no MIM head, so building it straight from the seed would draw the heads from a
     shifted random stream; copying makes every shared weight identical across recipes.
     """
     set_seed(seed)
-    overrides = None if gass_layers is None else f"gass_num_layers={gass_layers}"
-    reference = build_model(ModelArguments(preset="tiny", recipe="gadms", config_overrides=overrides),
-                            num_identities=num_identities)
+
+    def model_args(name: str) -> ModelArguments:
+        overrides = f"contrastive_loss={RECIPE_LOSS[name]},learn_similarity_scale=False,similarity_scale=50.0"
+        if gass_layers is not None:
+            overrides += f",gass_num_layers={gass_layers}"
+        recipe_name = "gadms" if name == ORACLE else name
+        return ModelArguments(preset=preset, recipe=recipe_name, config_overrides=overrides,
+                              attn_implementation="eager")
+
+    reference = build_model(model_args("gadms"), num_identities=num_identities)
     if towers is not None:
         unexpected = reference.load_state_dict(towers, strict=False).unexpected_keys
         if unexpected:
             raise RuntimeError(f"the warm start has weights the GA-DMS model lacks: {unexpected}")
     if recipe in ("gadms", ORACLE):
         return reference
-    model = build_model(ModelArguments(preset="tiny", recipe=recipe, config_overrides=overrides),
-                        num_identities=num_identities)
+    model = build_model(model_args(recipe), num_identities=num_identities)
     missing = model.load_state_dict(reference.state_dict(), strict=False).missing_keys
     if missing:
         raise RuntimeError(f"recipe {recipe!r} has weights the GA-DMS model lacks: {missing}")
@@ -258,15 +272,16 @@ def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_siz
     """
     args = GADMSTrainingArguments(
         output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, weight_decay=4e-5, warmup_steps=0.1, logging_steps=max(1, steps // 5),
+        learning_rate=learning_rate, optimizer_name="adamw", weight_decay=0.05, bias_weight_decay=0.0,
+        random_erasing=0.0, bf16=True, warmup_steps=0.1, logging_steps=max(1, steps // 5),
         save_strategy="no", report_to="none", dataloader_num_workers=workers, seed=seed,
         disable_tqdm=True, log_level="warning",
     )
-    processor = build_processor(ModelArguments(preset="tiny"), model.config)
+    processor = build_processor(ModelArguments(), model.config)
     bank = make_score_bank(model, int(max(corpus["caption_id"])) + 1, args)
     if oracle is not None:
         bank.write(*oracle)
-    train_dataset, augmentation = prepare_train_dataset(corpus, model.config, seed)
+    train_dataset, augmentation = prepare_train_dataset(corpus, model.config, seed, args.random_erasing)
     trainer = GADMSTrainer(
         model=model, args=args, train_dataset=train_dataset,
         data_collator=make_collator(processor, model, bank, seed), processing_class=processor,
@@ -284,7 +299,7 @@ def loss_log(trainer: GADMSTrainer) -> list[dict[str, float]]:
 
 
 def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple[dict[str, torch.Tensor], dict]:
-    """InfoNCE pretraining shared by every recipe and seed: this benchmark's stand-in for CLIP's weights.
+    """Pretraining shared by every recipe and seed, as `make demo` trains: this benchmark's stand-in for CLIP.
 
     The paper fine-tunes from pretrained CLIP; from random weights the SDM recipes first collapse the
     embeddings (all cosines equal at the fixed scale 50) and a model at chance gives GASS nothing to read.
@@ -293,7 +308,8 @@ def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple
     """
     start = time.time()
     set_seed(WARM_MODEL_SEED)
-    model = build_model(ModelArguments(preset="tiny", recipe="clip"))
+    model = build_model(ModelArguments(preset=setting.preset, recipe="gadms", config_overrides=WARM_OVERRIDES,
+                                       attn_implementation="eager"))
     corpus = load_corpus("synth-pedes", split="train", num_train_ids=setting.warm_ids, num_test_ids=1,
                          noise_rate=setting.noise_rate, seed=WARM_CORPUS_SEED)
     trainer = train(model, corpus, setting.warm_steps, setting.warm_learning_rate, setting.batch_size,
@@ -314,7 +330,7 @@ def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setti
     `oracle` (the corpus's `oracle_scores`, computed once per corpus) is used by the `gadms-oracle` recipe only.
     """
     start = time.time()
-    model = shared_init(recipe, seed, setting.train_ids, towers, setting.gass_layers)
+    model = shared_init(recipe, seed, setting.train_ids, towers, setting.gass_layers, setting.preset)
     fingerprint = init_fingerprint(model)
     trainer = train(model, corpus, setting.steps, setting.learning_rate, setting.batch_size, seed,
                     os.path.join(workdir, f"{recipe}-noise{noise_rate}-seed{seed}"), workers,
@@ -393,14 +409,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="Fine-tuning learning rate.")
     parser.add_argument("--warm-steps", type=int, default=None,
-                        help="InfoNCE warm-start steps shared by every run (0: every recipe starts from random weights).")
+                        help="Warm-start steps shared by every run (0: every recipe starts from random weights).")
     parser.add_argument("--warm-ids", type=int, default=None, help="Identities of the warm start's own SynthPEDES draw.")
     parser.add_argument("--warm-learning-rate", type=float, default=1e-3)
     parser.add_argument("--noise-rate", type=float, default=0.5, help="Share of train captions with planted noise.")
     parser.add_argument("--auroc-captions", type=int, default=256, help="Noisy train captions scored for AUROC.")
     parser.add_argument("--no-clean-row", action="store_true", help="Skip the IRRA vs GA-DMS runs at noise 0.")
     parser.add_argument("--gass-layers", type=int, default=None,
-                        help="GASS layers L (default: the tiny preset's 2 of its 3 text layers, the paper's 8 of 12).")
+                        help="GASS layers L (default: the preset's; small: both of its 2 text layers, tiny: 2 of 3, "
+                        "the paper's 8 of 12).")
+    parser.add_argument("--preset", choices=("small", "tiny"), default="small",
+                        help="Model size: 'small' (make demo's) or 'tiny' (the earlier, faster benchmark model).")
     parser.add_argument("--no-oracle", action="store_true",
                         help=f"Skip {ORACLE!r}: GA-DMS masking from the planted truth instead of GASS.")
     parser.add_argument("--threads", type=int, default=1,
@@ -421,7 +440,7 @@ def make_setting(args: argparse.Namespace) -> Setting:
         warm_ids=args.warm_ids or base["warm_ids"],
         warm_steps=base["warm_steps"] if args.warm_steps is None else args.warm_steps,
         warm_learning_rate=args.warm_learning_rate, oracle=not args.no_oracle,
-        gass_layers=args.gass_layers,
+        gass_layers=args.gass_layers, preset=args.preset,
     )
     if setting.warm_steps < 0:
         raise ValueError(f"--warm-steps={setting.warm_steps} must be >= 0")
@@ -452,10 +471,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if setting.warm_steps:
             towers, warm = warm_start(setting, benchmark, workdir, args.workers)
             noisy_corpus = load_training_corpus(DataArguments(synth_noise_rate=setting.noise_rate, **sizes), seed=0)
-            probe = shared_init("gadms", 0, setting.train_ids, towers, setting.gass_layers)
-            warm["separation"] = token_separation(probe, build_processor(ModelArguments(preset="tiny"), probe.config),
+            probe = shared_init("gadms", 0, setting.train_ids, towers, setting.gass_layers, setting.preset)
+            warm["separation"] = token_separation(probe, build_processor(ModelArguments(), probe.config),
                                                   noisy_corpus, setting.auroc_captions)
-            print(f"  warm start: {setting.warm_steps} InfoNCE steps, R1={warm['R1']:.2f} mAP={warm['mAP']:.2f} "
+            print(f"  warm start: {setting.warm_steps} steps, R1={warm['R1']:.2f} mAP={warm['mAP']:.2f} "
                   f"AUROC={warm['separation']['auroc']:.3f} occlusion AUROC="
                   f"{warm['separation']['occlusion_auroc']:.3f} ({warm['seconds']:.0f} s)", flush=True)
         for rate in rates:

@@ -290,3 +290,23 @@ def test_random_towers_do_not_collapse_with_the_from_scratch_contrastive_term(tm
     ours_images, ours_texts, ours_first, ours_last, _ = train(
         contrastive_loss="infonce", learn_similarity_scale=True, similarity_scale=10.0)
     assert ours_images < 0.95 and ours_texts < 0.99 and ours_last < ours_first - 0.1
+
+
+@pytest.mark.parametrize(
+    ("preset", "recipe", "overrides", "expected"),
+    [
+        ("small", "gadms", None, "infonce"),  # random towers: the preset's term, which cannot collapse
+        ("small", "irra", None, "infonce"),
+        ("tiny", "gadms", None, "sdm"),  # the tiny preset keeps the paper's SDM
+        ("tiny", "clip", None, "infonce"),  # the CLIP recipe is InfoNCE whatever the preset
+        ("small", "clip", None, "infonce"),
+        ("small", "gadms", "contrastive_loss=sdm", "sdm"),  # an explicit override wins
+    ],
+)
+def test_scripts_choose_the_contrastive_term_by_preset_and_recipe(preset, recipe, overrides, expected):
+    from gadms_hf.training.arguments import ModelArguments
+    from gadms_hf.training.pipeline import build_model
+
+    model = build_model(ModelArguments(preset=preset, recipe=recipe, config_overrides=overrides))
+    assert model.config.contrastive_loss == expected
+    assert model.config.use_gass == (recipe == "gadms")

@@ -64,8 +64,10 @@ def _build_model(model_args: ModelArguments, num_identities: int) -> GADMSModel:
         if model_args.preset not in PRESETS:
             raise ValueError(f"--preset={model_args.preset!r} must be one of {sorted(PRESETS)}")
         config = PRESETS[model_args.preset](num_identities=num_identities, **overrides)
-        # Random towers keep the preset's contrastive term (small(): InfoNCE, which cannot collapse).
-        config.apply_recipe(model_args.recipe, contrastive_loss=config.contrastive_loss)
+        # Random towers keep the preset's contrastive term (small(): InfoNCE, which cannot collapse); the CLIP
+        # recipe is InfoNCE whatever the preset, unless the overrides name a term.
+        kept = None if model_args.recipe == "clip" else config.contrastive_loss
+        config.apply_recipe(model_args.recipe, contrastive_loss=overrides.get("contrastive_loss") or kept)
         return GADMSModel(config)
     with loading_model_from(source):
         if _is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
