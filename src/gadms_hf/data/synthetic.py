@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import io
 import itertools
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -71,6 +72,11 @@ SHOE_COLOURS = ("black", "white", "brown", "grey", "red", "blue")
 BAG_COLOURS = ("black", "brown", "red", "blue", "grey", "pink", "white")
 HAT_COLOURS = ("black", "white", "red", "blue", "grey", "green", "beige")
 
+# What planted noise looks like: "default" mixes accessories, backgrounds and wrong colours (the corpora made
+# before profiles existed); "confusable" says only wrong things about the person, in the words that describe
+# people (see `synth_noise`), as an MLLM captioner's hallucinations do.
+NOISE_PROFILES = ("default", "confusable")
+
 # Planted noise: things the drawings never show.
 NOISE_ACCESSORIES = (
     "holding an umbrella",
@@ -110,7 +116,7 @@ class SynthPedesConfig:
     `test` is read once; `num_val_ids=None` draws as many val identities as test ones.
     `sibling_rate` is the share of identities made by changing exactly one attribute of an earlier
     identity of the same split, so that retrieval has to read every attribute. `noise_rate` is the
-    share of train captions given planted noise.
+    share of train captions given planted noise and `noise_profile` (one of `NOISE_PROFILES`) its kind.
 
     The defaults are the embedded default's corpus (measured on the val split, README "Embedded
     default"): 3,000 training identities (more identities teach more than more views of each) with
@@ -126,6 +132,7 @@ class SynthPedesConfig:
     test_images_per_id: int = 2
     captions_per_image: int = 2
     noise_rate: float = 0.5
+    noise_profile: str = "default"
     sibling_rate: float = 0.3
     occlusion_rate: float = 0.15
     height: int = 96
@@ -152,6 +159,10 @@ class SynthPedesConfig:
             )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"SynthPedesConfig.seed must be a non-negative int, got {self.seed!r}")
+        if self.noise_profile not in NOISE_PROFILES:
+            raise ValueError(
+                f"SynthPedesConfig.noise_profile must be one of {NOISE_PROFILES}, got {self.noise_profile!r}"
+            )
 
     def num_ids(self, split: str) -> int:
         _split_stream(split)
@@ -692,6 +703,7 @@ def draw_pedestrian(
 class _Piece(NamedTuple):
     text: str
     colour_of: str | None = None  # the attribute this colour word names: a target for wrong-colour noise
+    type_of: str | None = None  # the garment attribute this noun names: a target for wrong-garment noise
     noise: bool = False
     article: bool = False  # "a"/"an", settled at rendering from the next word (noise may change it)
 
@@ -765,17 +777,17 @@ class _Phrases:
         return [self.colour("hair_colour"), _Piece(" "), self.hair_length(), _Piece(" hair")]
 
     def top(self) -> list[_Piece]:
-        word = self.pick(_TOP_WORDS[self.p.top_type])
+        noun = _Piece(self.pick(_TOP_WORDS[self.p.top_type]), type_of="top_type")
         if self.rng.random() < 0.75:
-            return [_A, _Piece(" "), self.colour("top_colour"), _Piece(f" {word}")]
-        return [_A, _Piece(f" {word} in "), self.colour("top_colour")]
+            return [_A, _Piece(" "), self.colour("top_colour"), _Piece(" "), noun]
+        return [_A, _Piece(" "), noun, _Piece(" in "), self.colour("top_colour")]
 
     def bottom(self) -> list[_Piece]:
-        word = self.pick(_BOTTOM_WORDS[self.p.bottom_type])
+        noun = _Piece(self.pick(_BOTTOM_WORDS[self.p.bottom_type]), type_of="bottom_type")
         if self.p.bottom_type == "skirt":
-            return [_A, _Piece(" "), self.colour("bottom_colour"), _Piece(f" {word}")]
+            return [_A, _Piece(" "), self.colour("bottom_colour"), _Piece(" "), noun]
         lead = [_Piece("a pair of ")] if self.rng.random() < 0.25 else []
-        return [*lead, self.colour("bottom_colour"), _Piece(f" {word}")]
+        return [*lead, self.colour("bottom_colour"), _Piece(" "), noun]
 
     def shoes(self) -> list[_Piece]:
         lead = [_Piece("a pair of ")] if self.rng.random() < 0.25 else []
@@ -936,6 +948,33 @@ def _plant_noise(
     return sentences
 
 
+_NoisePlanter = Callable[[list[list[_Piece]], PedestrianIdentity, np.random.Generator], list[list[_Piece]]]
+
+
+@functools.cache
+def _noise_planter(noise_profile: str) -> _NoisePlanter:
+    """The function that plants `noise_profile`'s noise into a caption's sentences."""
+    if noise_profile == "default":
+        return _plant_noise
+    if noise_profile == "confusable":
+        from .synth_noise import CaptionVocabulary, plant_confusable_noise
+
+        vocabulary = CaptionVocabulary(
+            piece=_Piece,
+            palettes=_COLOUR_PALETTES,
+            synonyms=_COLOUR_SYNONYMS,
+            # A skirt, the only singular bottom, is left out: "a pair of blue skirt" would give noise away.
+            garments={
+                "top_type": _TOP_WORDS,
+                "bottom_type": {kind: nouns for kind, nouns in _BOTTOM_WORDS.items() if kind != "skirt"},
+            },
+            items={"bag": _BAG_WORDS, "hat": _HAT_WORDS},
+            pronouns={gender: words[0] for gender, words in _PRONOUNS.items()},
+        )
+        return functools.partial(plant_confusable_noise, vocabulary=vocabulary)
+    raise ValueError(f"noise_profile must be one of {NOISE_PROFILES}, got {noise_profile!r}")
+
+
 def _render(sentences: list[list[_Piece]]) -> tuple[str, list[list[int]]]:
     """Join pieces into text; noise pieces become [start, end) character spans."""
     text, spans = "", []
@@ -957,16 +996,21 @@ def _render(sentences: list[list[_Piece]]) -> tuple[str, list[list[int]]]:
 
 
 def write_caption(
-    person: PedestrianIdentity, rng: np.random.Generator, noise_rng: np.random.Generator | None = None
+    person: PedestrianIdentity,
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator | None = None,
+    noise_profile: str = "default",
 ) -> tuple[str, list[list[int]]]:
-    """A caption of `person` and its noise spans; with `noise_rng`, noise is planted (else none).
+    """A caption of `person` and its noise spans; with `noise_rng`, noise of `noise_profile` is planted
+    (else none).
 
     The clean wording is drawn from `rng` alone, so the same `rng` gives the same sentence with
-    or without noise.
+    or without noise, whatever its profile.
     """
+    plant = _noise_planter(noise_profile)
     sentences = _caption_sentences(person, rng)
     if noise_rng is not None:
-        sentences = _plant_noise(sentences, person, noise_rng)
+        sentences = plant(sentences, person, noise_rng)
     return _render(sentences)
 
 
@@ -1017,7 +1061,9 @@ def generate_examples(
                     noise_rng = _rng(config.seed, stream, person_id, k, 2 + 2 * j)
                     noisy = noise_rng.random() < noise_rate
                     caption_rng = _rng(config.seed, stream, person_id, k, 1 + 2 * j)
-                    caption, spans = write_caption(person, caption_rng, noise_rng if noisy else None)
+                    caption, spans = write_caption(
+                        person, caption_rng, noise_rng if noisy else None, config.noise_profile
+                    )
                     caption_id = image_id * per_image + j
                     yield (
                         caption_id,
@@ -1174,6 +1220,7 @@ __all__ = [
     "HAIR_COLOURS",
     "NOISE_ACCESSORIES",
     "NOISE_BACKGROUNDS",
+    "NOISE_PROFILES",
     "SYNTH_PEDES_FEATURES",
     "PedestrianIdentity",
     "SynthPedesConfig",

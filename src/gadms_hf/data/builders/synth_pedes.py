@@ -26,7 +26,8 @@ _PERSONS_PER_SHARD = 50  # unit of work that `download_and_prepare(num_proc=...)
 @lru_cache(maxsize=1)
 def _code_fingerprint() -> str:
     digest = hashlib.sha256()
-    for path in (Path(synthetic.__file__), Path(__file__)):
+    source = Path(synthetic.__file__)
+    for path in (source, source.with_name("synth_noise.py"), Path(__file__)):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
