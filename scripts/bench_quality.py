@@ -46,7 +46,7 @@ from transformers import PrinterCallback, set_seed  # noqa: E402
 
 from gadms_hf import build_clip_tokenizer  # noqa: E402
 from gadms_hf.data.corpus import gallery_and_queries, load_corpus  # noqa: E402
-from gadms_hf.data.synthetic import token_attribute_flags, token_noise_flags  # noqa: E402
+from gadms_hf.data.synthetic import NOISE_PROFILES, token_attribute_flags, token_noise_flags  # noqa: E402
 from gadms_hf.evaluation.retrieval import evaluate_retrieval  # noqa: E402
 from gadms_hf.modeling_gadms import GADMSModel  # noqa: E402
 from gadms_hf.processing_gadms import GADMSProcessor  # noqa: E402
@@ -82,6 +82,7 @@ class Setting:
     batch_size: int
     seeds: list[int]
     noise_rate: float
+    noise_profile: str
     learning_rate: float
     auroc_captions: int
     clean_row: bool
@@ -311,7 +312,7 @@ def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple
     model = build_model(ModelArguments(preset=setting.preset, recipe="gadms", config_overrides=WARM_OVERRIDES,
                                        attn_implementation="eager"))
     corpus = load_corpus("synth-pedes", split="train", num_train_ids=setting.warm_ids, num_test_ids=1,
-                         noise_rate=setting.noise_rate, seed=WARM_CORPUS_SEED)
+                         noise_rate=setting.noise_rate, noise_profile=setting.noise_profile, seed=WARM_CORPUS_SEED)
     trainer = train(model, corpus, setting.warm_steps, setting.warm_learning_rate, setting.batch_size,
                     WARM_MODEL_SEED, os.path.join(workdir, "warm-start"), workers)
     metrics = evaluate_retrieval(model, trainer.processing_class, *benchmark, progress=False)
@@ -413,6 +414,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warm-ids", type=int, default=None, help="Identities of the warm start's own SynthPEDES draw.")
     parser.add_argument("--warm-learning-rate", type=float, default=1e-3)
     parser.add_argument("--noise-rate", type=float, default=0.5, help="Share of train captions with planted noise.")
+    parser.add_argument("--noise-profile", choices=NOISE_PROFILES, default="default",
+                        help="Kind of planted noise: 'default' (accessories, backgrounds, wrong colours) or "
+                        "'confusable' (wrong colours, garments and bags or hats, as MLLM captioners hallucinate).")
     parser.add_argument("--auroc-captions", type=int, default=256, help="Noisy train captions scored for AUROC.")
     parser.add_argument("--no-clean-row", action="store_true", help="Skip the IRRA vs GA-DMS runs at noise 0.")
     parser.add_argument("--gass-layers", type=int, default=None,
@@ -436,6 +440,7 @@ def make_setting(args: argparse.Namespace) -> Setting:
         train_ids=args.train_ids or base["train_ids"], test_ids=args.test_ids or base["test_ids"],
         steps=args.steps or base["steps"], batch_size=args.batch_size,
         seeds=list(range(args.seeds or base["seeds"])), noise_rate=args.noise_rate,
+        noise_profile=args.noise_profile,
         learning_rate=args.learning_rate, auroc_captions=args.auroc_captions, clean_row=not args.no_clean_row,
         warm_ids=args.warm_ids or base["warm_ids"],
         warm_steps=base["warm_steps"] if args.warm_steps is None else args.warm_steps,
@@ -458,7 +463,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     logging.getLogger("gadms_hf").setLevel(logging.WARNING)
     start = time.time()
-    sizes = {"synth_num_train_ids": setting.train_ids, "synth_num_test_ids": setting.test_ids}
+    sizes = {"synth_num_train_ids": setting.train_ids, "synth_num_test_ids": setting.test_ids,
+             "synth_config": f"noise_profile={setting.noise_profile}"}
     test_split = load_corpus("synth-pedes", split="test", num_train_ids=setting.train_ids,
                              num_test_ids=setting.test_ids)
     benchmark = gallery_and_queries(test_split)  # test captions carry no planted noise
@@ -499,7 +505,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = check_targets(noisy, clean)
     wall = time.time() - start
     table = format_table(noisy, clean, setting.noise_rate, warm)
-    print(f"\nSynthPEDES, {setting.train_ids} train / {setting.test_ids} test identities, {setting.steps} steps x "
+    print(f"\nSynthPEDES ({setting.noise_profile} noise), {setting.train_ids} train / {setting.test_ids} test "
+          f"identities, {setting.steps} steps x "
           f"batch {setting.batch_size}, {len(setting.seeds)} seed(s), mean ± std ({wall:.0f} s wall):")
     print(table)
     for name, target in targets.items():

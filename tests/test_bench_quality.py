@@ -78,7 +78,7 @@ def test_tiny_run_writes_every_recipe(bench, tmp_path):
     assert gass["noise_tokens"] > 0 and gass["attribute_tokens"] > 0 and gass["other_tokens"] > 0
     # One initialisation (the warm start's towers), shared by every recipe and noise rate ...
     assert len({run["init_fingerprint"] for run in result["runs"]}) == 1
-    # ... which the warm start trained: its loss log has the InfoNCE steps.
+    # ... which the warm start trained.
     # The oracle's bank still holds the planted truth after training (GASS never overwrote it), while
     # GA-DMS's own bank was rewritten by GASS.
     from gadms_hf.data.corpus import load_corpus
@@ -95,3 +95,24 @@ def test_tiny_run_writes_every_recipe(bench, tmp_path):
     assert warm["steps"] == 3 and warm["log_history"] and 0.0 <= warm["separation"]["auroc"] <= 1.0
     assert "warm start" in result["table"]
     assert set(result["targets"]) == {"r1_gain_over_irra", "gass_auroc", "clean_r1_loss"}
+
+
+def test_confusable_profile_and_each_recipes_contrastive_term(bench, tmp_path, capsys):
+    """The new noise profile runs end to end; the warm start trains GA-DMS with InfoNCE (make demo's objective)
+    and the compared recipes fine-tune with the paper's terms: InfoNCE for CLIP, SDM for IRRA and GA-DMS."""
+    output = tmp_path / "quality.json"
+    bench.main(["--train-ids", "16", "--test-ids", "6", "--steps", "2", "--seeds", "1", "--batch-size", "8",
+                "--warm-steps", "2", "--warm-ids", "8", "--auroc-captions", "16", "--threads", "1",
+                "--noise-profile", "confusable", "--no-oracle", "--no-clean-row",
+                "--workdir", str(tmp_path), "--output", str(output)])
+    assert "SynthPEDES (confusable noise)" in capsys.readouterr().out
+    result = json.loads(output.read_text())
+    assert result["setting"]["noise_profile"] == "confusable" and result["summary"]["clean"] is None
+    assert set(result["summary"]["noisy"]) == {"clip", "irra", "gadms"}
+    warm_log = result["warm_start"]["log_history"]
+    assert warm_log and all({"infonce_loss", "mim_loss"} <= set(entry) for entry in warm_log)
+    for run in result["runs"]:
+        term = "infonce_loss" if run["recipe"] == "clip" else "sdm_loss"
+        assert run["log_history"] and all(term in entry for entry in run["log_history"]), run["recipe"]
+    gass = next(run["gass"] for run in result["runs"] if "gass" in run)
+    assert gass["noise_tokens"] > 0 and gass["attribute_tokens"] > 0
