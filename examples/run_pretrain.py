@@ -46,7 +46,7 @@ from gadms_hf.training.trainer import GADMSTrainer
 
 logger = logging.getLogger("gadms_hf")
 
-# The embedded default: everything generated locally, about 9 minutes on 2 CPU cores (README "Embedded
+# The embedded default: everything generated locally, about 8 minutes on 2 CPU cores (README "Embedded
 # default" says why each value is what it is; every flag overrides it).
 EMBEDDED_DEFAULT = {
     "dataset_name": "synth-pedes",
