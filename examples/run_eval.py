@@ -18,7 +18,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
@@ -121,10 +120,10 @@ def main() -> dict:
         if "topk_indices" in metrics:
             os.makedirs(args.plots, exist_ok=True)
             # Queries spread over the split: its first captions all describe one person.
-            picks = np.linspace(0, len(queries) - 1, min(args.num_plot_queries, len(queries))).round().astype(int)
-            captions = [queries["caption"][int(i)] for i in picks]
-            plot_retrieval_grid(captions, gallery, metrics.pop("topk_indices")[torch.as_tensor(picks)],
-                                metrics.pop("topk_correct")[torch.as_tensor(picks)], os.path.join(args.plots, "retrieval_grid.png"))
+            picks = torch.linspace(0, len(queries) - 1, min(args.num_plot_queries, len(queries))).round().long()
+            captions = list(queries.select(picks.tolist())["caption"])
+            plot_retrieval_grid(captions, gallery, metrics.pop("topk_indices")[picks], metrics.pop("topk_correct")[picks],
+                                os.path.join(args.plots, "retrieval_grid.png"))
             grid_done = True
         results[name] = {key: float(value) for key, value in metrics.items()}
 

@@ -35,6 +35,8 @@ from transformers import HfArgumentParser, set_seed
 
 from gadms_hf.evaluation.callback import RetrievalEvalCallback
 from gadms_hf.training.arguments import (
+    CPU_REGIME_MODEL,
+    CPU_REGIME_TRAINING,
     DataArguments,
     FinetuneArguments,
     GADMSTrainingArguments,
@@ -71,22 +73,16 @@ FINETUNE_CONFIG_DEFAULTS = {"mim_loss_weight": 1.0}
 # the preset keeps its InfoNCE term (SDM would collapse the towers); fine-tuning run_pretrain.py's model
 # (--model_name_or_path outputs/pretrain-synth, README "Fine-tuning") trains with the paper's SDM + ID + MIM.
 EMBEDDED_DEFAULT = {
+    **CPU_REGIME_MODEL,
+    **CPU_REGIME_TRAINING,
     "dataset_name": "synth-pedes",
     "synth_num_train_ids": 100,
     "synth_num_test_ids": 50,
-    "preset": "small",
     "recipe": "gadms",
-    "attn_implementation": "eager",
     "output_dir": "outputs/finetune-synth",
     "num_train_epochs": 8,
     "per_device_train_batch_size": 32,
     "learning_rate": 1e-3,
-    "optimizer_name": "adamw",
-    "weight_decay": 0.05,
-    "bias_weight_decay": 0.0,
-    "warmup_steps": 0.1,
-    "random_erasing": 0.0,
-    "bf16": True,
     "logging_steps": 25,
     "save_strategy": "no",
     "report_to": "none",

@@ -24,7 +24,13 @@ from transformers import HfArgumentParser, set_seed
 
 from gadms_hf.data.builders.webperson import WebPerson
 from gadms_hf.evaluation.callback import RetrievalEvalCallback
-from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments
+from gadms_hf.training.arguments import (
+    CPU_REGIME_MODEL,
+    CPU_REGIME_TRAINING,
+    DataArguments,
+    GADMSTrainingArguments,
+    ModelArguments,
+)
 from gadms_hf.training.checkpoints import last_complete_checkpoint
 from gadms_hf.training.model_card import describe_weights, write_model_card
 from gadms_hf.training.pipeline import (
@@ -49,21 +55,15 @@ logger = logging.getLogger("gadms_hf")
 # The embedded default: everything generated locally, about 8 minutes on 2 CPU cores (README "Embedded
 # default" says why each value is what it is; every flag overrides it).
 EMBEDDED_DEFAULT = {
+    **CPU_REGIME_MODEL,
+    **CPU_REGIME_TRAINING,
     "dataset_name": "synth-pedes",
     "eval_benchmarks": ["synth-pedes"],
-    "preset": "small",
     "recipe": "gadms",
-    "attn_implementation": "eager",
     "output_dir": "outputs/pretrain-synth",
     "num_train_epochs": 5,
     "per_device_train_batch_size": 64,
     "learning_rate": 1e-3,
-    "optimizer_name": "adamw",
-    "weight_decay": 0.05,
-    "bias_weight_decay": 0.0,
-    "warmup_steps": 0.1,
-    "random_erasing": 0.0,
-    "bf16": True,
     "logging_steps": 50,
     "save_strategy": "no",
     "report_to": "none",

@@ -50,7 +50,13 @@ from gadms_hf.data.synthetic import NOISE_PROFILES, token_attribute_flags, token
 from gadms_hf.evaluation.retrieval import evaluate_retrieval  # noqa: E402
 from gadms_hf.modeling_gadms import GADMSModel  # noqa: E402
 from gadms_hf.processing_gadms import GADMSProcessor  # noqa: E402
-from gadms_hf.training.arguments import DataArguments, GADMSTrainingArguments, ModelArguments  # noqa: E402
+from gadms_hf.training.arguments import (  # noqa: E402
+    CPU_REGIME_MODEL,
+    CPU_REGIME_TRAINING,
+    DataArguments,
+    GADMSTrainingArguments,
+    ModelArguments,
+)
 from gadms_hf.training.pipeline import (  # noqa: E402
     build_model,
     build_processor,
@@ -239,8 +245,7 @@ def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, t
         if gass_layers is not None:
             overrides += f",gass_num_layers={gass_layers}"
         recipe_name = "gadms" if name == ORACLE else name
-        return ModelArguments(preset=preset, recipe=recipe_name, config_overrides=overrides,
-                              attn_implementation="eager")
+        return ModelArguments(**{**CPU_REGIME_MODEL, "preset": preset}, recipe=recipe_name, config_overrides=overrides)
 
     reference = build_model(model_args("gadms"), num_identities=num_identities)
     if towers is not None:
@@ -273,8 +278,7 @@ def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_siz
     """
     args = GADMSTrainingArguments(
         output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, optimizer_name="adamw", weight_decay=0.05, bias_weight_decay=0.0,
-        random_erasing=0.0, bf16=True, warmup_steps=0.1, logging_steps=max(1, steps // 5),
+        learning_rate=learning_rate, **CPU_REGIME_TRAINING, logging_steps=max(1, steps // 5),
         save_strategy="no", report_to="none", dataloader_num_workers=workers, seed=seed,
         disable_tqdm=True, log_level="warning",
     )
@@ -309,8 +313,8 @@ def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple
     """
     start = time.time()
     set_seed(WARM_MODEL_SEED)
-    model = build_model(ModelArguments(preset=setting.preset, recipe="gadms", config_overrides=WARM_OVERRIDES,
-                                       attn_implementation="eager"))
+    model = build_model(ModelArguments(**{**CPU_REGIME_MODEL, "preset": setting.preset}, recipe="gadms",
+                                       config_overrides=WARM_OVERRIDES))
     corpus = load_corpus("synth-pedes", split="train", num_train_ids=setting.warm_ids, num_test_ids=1,
                          noise_rate=setting.noise_rate, noise_profile=setting.noise_profile, seed=WARM_CORPUS_SEED)
     trainer = train(model, corpus, setting.warm_steps, setting.warm_learning_rate, setting.batch_size,

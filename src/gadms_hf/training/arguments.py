@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from ..data.transforms import ERASE_PROB
+
 
 @dataclass
 class ModelArguments:
@@ -117,7 +119,7 @@ class GADMSTrainingArguments(TrainingArguments):
                   "(use --lr_scheduler_type)."},
     )
     random_erasing: float = field(
-        default=0.5,
+        default=ERASE_PROB,
         metadata={"help": "Probability of random erasing in the training augmentation (the authors': 0.5). From random "
                   "weights it slows learning: erasing hides the very attributes the caption names."},
     )
@@ -167,6 +169,13 @@ class FinetuneArguments:
             raise ValueError(f"--lora_r={self.lora_r} must be >= 0 (0 = no LoRA)")
 
 
+# How this package trains from random weights on a CPU (README "The embedded default"): the example scripts'
+# embedded defaults and scripts/bench_quality.py share it, split by the argument group that takes each value.
+CPU_REGIME_MODEL = {"preset": "small", "attn_implementation": "eager"}
+CPU_REGIME_TRAINING = {"optimizer_name": "adamw", "weight_decay": 0.05, "bias_weight_decay": 0.0,
+                       "warmup_steps": 0.1, "random_erasing": 0.0, "bf16": True}
+
+
 def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
         torch.backends.mps.is_available())
@@ -193,4 +202,12 @@ def parse_overrides(text: str | None, flag: str = "--config_overrides") -> dict:
     return overrides
 
 
-__all__ = ["ModelArguments", "DataArguments", "GADMSTrainingArguments", "FinetuneArguments", "parse_overrides"]
+__all__ = [
+    "CPU_REGIME_MODEL",
+    "CPU_REGIME_TRAINING",
+    "ModelArguments",
+    "DataArguments",
+    "GADMSTrainingArguments",
+    "FinetuneArguments",
+    "parse_overrides",
+]
