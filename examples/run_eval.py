@@ -23,15 +23,11 @@ from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
 import gadms_hf  # noqa: F401  (registers the Auto classes)
 from gadms_hf.data.corpus import CORPORA, gallery_and_queries, load_corpus
-from gadms_hf.data.synthetic import token_noise_flags
+from gadms_hf.data.synth import token_noise_flags
+from gadms_hf.evaluation.benchmarks import BENCHMARK_FOLDERS, benchmark_dir, format_metrics_table
+from gadms_hf.evaluation.embedding import evaluate_retrieval
 from gadms_hf.evaluation.plots import plot_gass_heatmap, plot_retrieval_grid
-from gadms_hf.evaluation.retrieval import evaluate_retrieval
-from gadms_hf.training.pipeline import (
-    BENCHMARK_FOLDERS,
-    benchmark_dir,
-    format_metrics_table,
-    loading_model_from,
-)
+from gadms_hf.model_source import loading_model_from
 from gadms_hf.training.script_args import exit_on_bad_input
 
 logger = logging.getLogger("gadms_hf")

@@ -26,14 +26,12 @@ comes first and flags after it override it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 
 from transformers import HfArgumentParser, set_seed
 
-from gadms_hf.evaluation.callback import RetrievalEvalCallback
+from gadms_hf.model_source import check_model_source
 from gadms_hf.training.arguments import (
     CPU_REGIME_MODEL,
     CPU_REGIME_TRAINING,
@@ -43,29 +41,24 @@ from gadms_hf.training.arguments import (
     ModelArguments,
     parse_overrides,
 )
-from gadms_hf.training.checkpoints import last_complete_checkpoint
-from gadms_hf.training.model_card import describe_weights, write_model_card
-from gadms_hf.training.pipeline import (
+from gadms_hf.training.components import (
     build_model,
     build_processor,
-    check_model_source,
-    format_metrics_table,
     load_eval_benchmarks,
     load_training_corpus,
     make_collator,
     make_score_bank,
-    prepare_train_dataset,
     report_cut_captions,
     setup_logging,
 )
+from gadms_hf.training.run import run_training
 from gadms_hf.training.script_args import exit_on_bad_input, parse_script_args
-from gadms_hf.training.selection import evaluate_test_once, load_selection_benchmarks
-from gadms_hf.training.trainer import GADMSTrainer
+from gadms_hf.training.selection import load_selection_benchmarks
 
 logger = logging.getLogger("gadms_hf")
 
 BENCHMARKS = ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth-pedes")
-# SPEC section 6: fine-tuning optimises SDM + ID + MIM at full weight (pretraining uses 0.3 MIM).
+# docs/method.md §6: fine-tuning optimises SDM + ID + MIM at full weight (pretraining uses 0.3 MIM).
 FINETUNE_CONFIG_DEFAULTS = {"mim_loss_weight": 1.0}
 
 # The embedded default: everything generated locally, about a minute on 2 CPU cores, in the regime of
@@ -125,7 +118,7 @@ def main() -> dict:
         if model_args.model_name_or_path is not None:
             check_model_source(model_args.model_name_or_path)
 
-        train_corpus = load_training_corpus(data_args, training_args.seed)
+        train_corpus = load_training_corpus(data_args)
         selection, selection_splits = {}, {}
         if training_args.eval_steps:  # before the ID head is sized: held-out identities leave the training set
             selection, train_corpus, selection_splits = load_selection_benchmarks(
@@ -151,70 +144,15 @@ def main() -> dict:
                              **{f"{name} {data_args.eval_split}": pair[1] for name, pair in benchmarks.items()}},
                             processor.tokenizer)
 
-    train_dataset, augmentation = prepare_train_dataset(train_corpus, model.config, training_args.seed,
-                                                        training_args.random_erasing)
-    trainer = GADMSTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        data_collator=collator,
-        processing_class=processor,
-        score_bank=bank,
-        epoch_listeners=[augmentation],
-    )
-    callback = None
-    if selection:
-        callback = RetrievalEvalCallback(trainer, selection, processor, eval_steps=int(training_args.eval_steps),
-                                         batch_size=training_args.per_device_eval_batch_size,
-                                         split=selection_splits)
-        trainer.add_callback(callback)
-    resume = training_args.resume_from_checkpoint
-    if resume is None:
-        resume = last_complete_checkpoint(training_args.output_dir)
-    if resume and trainer.is_world_process_zero():
-        print(f"resuming from {resume}")
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    if ft_args.lora_r:
-        from gadms_hf.training.lora import merge_and_save
-
-        peft_model = trainer.model
-        merged = merge_and_save(peft_model, processor, training_args.output_dir) if training_args.should_save \
-            else peft_model.merge_and_unload()
-        # From here on the trainer holds the merged model, so push_to_hub uploads it, not the adapter.
-        trainer.model = trainer.model_wrapped = merged
-    else:
-        trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    results = {}
-    if trainer.is_world_process_zero():
-        results, evaluated = evaluate_test_once(trainer, processor, benchmarks, callback,
-                                                training_args.per_device_eval_batch_size)
-        table = format_metrics_table(results) if results else "(no benchmark data: nothing evaluated)"
-        wall = time.time() - start
-        print(f"\nText-to-image retrieval on the {data_args.eval_split} split after fine-tuning ({wall:.0f} s wall, "
-              f"{trainer.state.global_step} steps, recipe {model_args.recipe}"
-              f"{f', LoRA r={ft_args.lora_r}' if ft_args.lora_r else ''}):")
-        print(table)
-        for name, which in evaluated.items():
-            print(f"{name}: {which}")
-        record = {"results": results, "split": data_args.eval_split, "evaluated_model": evaluated,
-                  "wall_seconds": wall, "steps": trainer.state.global_step, "num_identities": num_identities,
-                  "recipe": model_args.recipe, "lora_r": ft_args.lora_r}
-        with open(os.path.join(training_args.output_dir, "retrieval_metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-        # The card describes the model in output_dir: only results measured on that model belong in it.
-        final_results = {name: metrics for name, metrics in results.items() if evaluated[name] == "final model"}
-        step = trainer.state.global_step
-        write_model_card(training_args.output_dir, trainer.model.config, model_args, data_args, training_args,
-                         final_results, train_result.metrics, stage="fine-tuning",
-                         weights=describe_weights(step, step, callback))
-        print(f"model saved to {training_args.output_dir} (AutoModel.from_pretrained loads it)")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name)
-    return results
+    lora = f", LoRA r={ft_args.lora_r}" if ft_args.lora_r else ""
+    return run_training(model, processor, collator, bank, train_corpus, selection=selection,
+                        selection_splits=selection_splits, benchmarks=benchmarks, model_args=model_args,
+                        data_args=data_args, training_args=training_args, start=start, stage="fine-tuning",
+                        headline=f"on the {data_args.eval_split} split after fine-tuning",
+                        details=f", recipe {model_args.recipe}{lora}", name_every_model=True,
+                        record={"num_identities": num_identities, "recipe": model_args.recipe,
+                                "lora_r": ft_args.lora_r},
+                        merge_lora=bool(ft_args.lora_r))
 
 
 if __name__ == "__main__":

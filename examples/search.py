@@ -22,9 +22,10 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from gadms_hf import GADMSModel
-from gadms_hf.evaluation.retrieval import embed_texts, retrieve_topk
+from gadms_hf.evaluation.embedding import embed_texts
+from gadms_hf.evaluation.ranking import retrieve_topk
+from gadms_hf.model_source import loading_model_from
 from gadms_hf.search.folder_index import FolderIndex, index_folder
-from gadms_hf.training.pipeline import loading_model_from
 from gadms_hf.training.script_args import exit_on_bad_input
 
 

@@ -79,9 +79,9 @@ from gadms_hf import (  # noqa: E402
 from gadms_hf.cross_modal import GADMSTokenHead  # noqa: E402
 from gadms_hf.data.collator import GADMSCollator  # noqa: E402
 from gadms_hf.data.score_bank import TokenScoreBank  # noqa: E402
-from gadms_hf.data.synthetic import SynthPedesConfig, generate_examples  # noqa: E402
+from gadms_hf.data.synth import SynthPedesConfig, generate_examples  # noqa: E402
 from gadms_hf.data.transforms import with_transform  # noqa: E402
-from gadms_hf.evaluation.retrieval import rank_metrics  # noqa: E402
+from gadms_hf.evaluation.ranking import rank_metrics  # noqa: E402
 from gadms_hf.losses import mim_loss  # noqa: E402
 from gadms_hf.masking import IGNORE_INDEX, MaskingParams  # noqa: E402
 

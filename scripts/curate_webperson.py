@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Build a WebPerson-style pedestrian image-text dataset from your own images (SPEC section 10).
+r"""Build a WebPerson-style pedestrian image-text dataset from your own images (docs/method.md §10).
 
 Two commands:
 

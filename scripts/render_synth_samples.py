@@ -17,7 +17,8 @@ from pathlib import Path
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from gadms_hf.data.synthetic import SynthPedesConfig, generate_synth_pedes
+from gadms_hf.data.builders.synth_pedes import generate_synth_pedes
+from gadms_hf.data.synth import SynthPedesConfig
 
 INK, NOISE_INK, PAPER = (20, 20, 20), (215, 25, 30), (255, 255, 255)
 

@@ -7,7 +7,7 @@ import logging
 import datasets
 
 from gadms_hf.data.caption_length import count_cut_captions
-from gadms_hf.training.pipeline import report_cut_captions
+from gadms_hf.training.components import report_cut_captions
 
 
 def _captions(*word_counts: int) -> datasets.Dataset:

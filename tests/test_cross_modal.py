@@ -1,4 +1,4 @@
-"""The cross-modal MIM block and head (SPEC section 6): inputs, invariances, and a memory footprint
+"""The cross-modal MIM block and head (docs/method.md §6): inputs, invariances, and a memory footprint
 proportional to the number of labelled positions (never batch x 77 x vocabulary)."""
 
 from __future__ import annotations

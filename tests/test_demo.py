@@ -13,7 +13,7 @@ from PIL import Image
 from gadms_hf.demo.app import build_demo
 from gadms_hf.demo.engine import QueryError, SearchEngine
 from gadms_hf.demo.loading import NO_MODEL, SetupError, load_engine
-from gadms_hf.evaluation.retrieval import embed_images, embed_texts
+from gadms_hf.evaluation.embedding import embed_images, embed_texts
 from gadms_hf.search.gallery import corpus_gallery, folder_gallery
 from gadms_hf.search.word_scores import split_words, word_gass_scores
 

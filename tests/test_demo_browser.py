@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from gadms_hf.demo.browser import chromium, free_port, wait_until_served, why_no_browser
-from gadms_hf.evaluation.retrieval import embed_images, embed_texts
+from gadms_hf.evaluation.embedding import embed_images, embed_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "a man in a red coat, black trousers and white shoes"

@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from transformers import CLIPModel, Trainer, TrainingArguments
 
 from gadms_hf.evaluation.callback import RetrievalEvalCallback
-from gadms_hf.evaluation.retrieval import evaluate_retrieval
+from gadms_hf.evaluation.embedding import evaluate_retrieval
 from gadms_hf.processing_gadms import GADMSProcessor, make_image_processor
 from gadms_hf.tokenizer import build_clip_tokenizer
 

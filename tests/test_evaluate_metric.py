@@ -9,10 +9,10 @@ import evaluate
 import numpy as np
 import pytest
 
-import gadms_hf.evaluation.retrieval as retrieval
-from gadms_hf.evaluation.retrieval import rank_metrics
+import gadms_hf.evaluation.ranking as ranking
+from gadms_hf.evaluation.ranking import rank_metrics
 
-METRIC_PATH = str(Path(retrieval.__file__).parent / "metric" / "gadms_retrieval.py")
+METRIC_PATH = str(Path(ranking.__file__).parent / "metric" / "gadms_retrieval.py")
 
 
 def random_problem(seed: int, num_queries: int = 150, gallery_size: int = 60, dim: int = 12):

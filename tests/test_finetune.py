@@ -15,8 +15,8 @@ from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
 from gadms_hf import GADMSConfig, GADMSModel
+from gadms_hf.data.builders.synth_pedes import load_synth_pedes
 from gadms_hf.data.score_bank import TokenScoreBank
-from gadms_hf.data.synthetic import load_synth_pedes
 from gadms_hf.training.arguments import (
     DataArguments,
     FinetuneArguments,
@@ -24,8 +24,8 @@ from gadms_hf.training.arguments import (
     ModelArguments,
     parse_overrides,
 )
+from gadms_hf.training.components import make_collator, prepare_train_dataset
 from gadms_hf.training.lora import ADAPTER_SUBDIR, apply_lora, merge_and_save
-from gadms_hf.training.pipeline import make_collator, prepare_train_dataset
 from gadms_hf.training.trainer import GADMSTrainer
 
 from .conftest import CAPTIONS, random_images
@@ -282,7 +282,7 @@ def test_finetune_defaults_and_argument_errors():
 def test_fine_tuning_a_fine_tuned_model_with_other_identities_gets_a_fresh_id_head(tmp_path, caplog):
     import logging
 
-    from gadms_hf.training.pipeline import build_model
+    from gadms_hf.training.components import build_model
 
     torch.manual_seed(0)
     GADMSModel(GADMSConfig.tiny(num_identities=NUM_TRAIN_IDS)).save_pretrained(tmp_path / "fine-tuned")

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from gadms_hf.evaluation.retrieval import embed_images
+from gadms_hf.evaluation.embedding import embed_images
 from gadms_hf.search.folder_index import INDEX_DIR, image_fingerprint, index_folder
 from gadms_hf.search.shard_store import ShardStore
 

@@ -1,9 +1,9 @@
-"""GASS token scores (SPEC section 3) against an independent brute-force reference.
+"""GASS token scores (docs/method.md §3) against an independent brute-force reference.
 
 The reference runs the text tower once per caption with eager attention and
 `output_attentions=True` (the attention probabilities of the forward itself, not recomputed ones),
 differentiates the image-text cosine towards the captured pre-`out_proj` activations of
-that one caption, and spells the SPEC formula out with loops: pooling, linear
+that one caption, and spells the formula of docs/method.md §3 out with loops: pooling, linear
 interpolation, cosines, min-max scaling and the attention renormalisation.
 """
 

@@ -1,4 +1,4 @@
-"""SDM, InfoNCE, ID and MIM losses (SPEC section 6) against values worked out by hand in NumPy."""
+"""SDM, InfoNCE, ID and MIM losses (docs/method.md §6) against values worked out by hand in NumPy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dual masking: selection frequencies against SPEC section 5's formulas, the BERT rule, eligibility."""
+"""Dual masking: selection frequencies against docs/method.md §5's formulas, the BERT rule, eligibility."""
 
 from __future__ import annotations
 

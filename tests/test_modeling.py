@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModel, AutoProcessor, CLIPConfig, CLIPModel
 
 from gadms_hf import GADMSConfig, GADMSModel, GADMSProcessor
+from gadms_hf.model_dir import check_model_dir, is_gadms_dir
 
 
 def _embed(model, batch):
@@ -135,6 +136,23 @@ def test_loading_errors_are_clear(tmp_path, tiny_model):
     for load in (GADMSModel.from_pretrained, AutoModel.from_pretrained):
         with pytest.raises(OSError, match="truncated or corrupt"):
             load(tmp_path / "cut")
+
+
+def test_model_dir_check_names_the_file_and_the_model_type(tmp_path, tiny_model):
+    assert not is_gadms_dir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        check_model_dir(tmp_path)
+    tiny_model.config.save_pretrained(tmp_path)
+    assert is_gadms_dir(tmp_path)
+    check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    assert not is_gadms_dir(tmp_path)
+    with pytest.raises(ValueError, match="model_type='clip', expected 'gadms'"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    for check in (check_model_dir, is_gadms_dir):
+        with pytest.raises(ValueError, match="config.json is not valid JSON"):
+            check(tmp_path)
 
 
 def test_heads_follow_the_config():

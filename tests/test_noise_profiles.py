@@ -13,13 +13,7 @@ import numpy as np
 import pytest
 
 from gadms_hf.data.corpus import load_corpus
-from gadms_hf.data.synthetic import (
-    _BAG_WORDS,
-    _BOTTOM_WORDS,
-    _COLOUR_PALETTES,
-    _HAT_WORDS,
-    _SHOE_WORDS,
-    _TOP_WORDS,
+from gadms_hf.data.synth import (
     ATTRIBUTE_WORDS,
     NOISE_PROFILES,
     SynthPedesConfig,
@@ -30,8 +24,14 @@ from gadms_hf.data.synthetic import (
     token_noise_flags,
     write_caption,
 )
+from gadms_hf.data.synth.vocabulary import BAG_WORDS as _BAG_WORDS
+from gadms_hf.data.synth.vocabulary import BOTTOM_WORDS as _BOTTOM_WORDS
+from gadms_hf.data.synth.vocabulary import COLOUR_PALETTES as _COLOUR_PALETTES
+from gadms_hf.data.synth.vocabulary import HAT_WORDS as _HAT_WORDS
+from gadms_hf.data.synth.vocabulary import SHOE_WORDS as _SHOE_WORDS
+from gadms_hf.data.synth.vocabulary import TOP_WORDS as _TOP_WORDS
 from gadms_hf.training.arguments import DataArguments
-from gadms_hf.training.pipeline import synth_overrides
+from gadms_hf.training.components import synth_overrides
 
 SMALL = dict(num_train_ids=40, num_test_ids=2, images_per_id=1, test_images_per_id=1, seed=11)
 CANONICAL = {"gray": "grey", "blond": "blonde"}

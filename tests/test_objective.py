@@ -1,5 +1,5 @@
-"""The GA-DMS objective through `GADMSModel.forward` (SPEC sections 3 and 6): which losses a recipe
-computes, that they are the SPEC's formulas on the right inputs, that each reaches both towers, and
+"""The GA-DMS objective through `GADMSModel.forward` (docs/method.md §3 and §6): which losses a recipe
+computes, that they are the method's formulas (docs/method.md) on the right inputs, that each reaches both towers, and
 that one optimiser step on a fixed batch lowers each of them."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_default_objective_is_the_spec_formula(processor):
         clean = model.get_text_features(
             input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
         )
-    torch.testing.assert_close(out.text_embeds, noisy.pooler_output)
+    torch.testing.assert_close(out.text_features, noisy.pooler_output)
     # Pooled at the first end-of-text id, never at argmax(ids) (the mask id 49408 is larger).
     end = int((inputs["noisy_input_ids"][0] == 49407).nonzero()[0])
     assert int(inputs["noisy_input_ids"][0].argmax()) != end
@@ -95,14 +95,14 @@ def test_default_objective_is_the_spec_formula(processor):
             input_ids=inputs["noisy_input_ids"], attention_mask=inputs["attention_mask"]
         )
         torch.testing.assert_close(
-            out.text_embeds[0], model.text_projection(hidden.last_hidden_state[0, end])
+            out.text_features[0], model.text_projection(hidden.last_hidden_state[0, end])
         )
-    assert not torch.allclose(out.text_embeds[0], clean.pooler_output[0])
+    assert not torch.allclose(out.text_features[0], clean.pooler_output[0])
     without_noise = model(**{**inputs, "noisy_input_ids": None}, return_loss=True)
     torch.testing.assert_close(out.gass_scores, without_noise.gass_scores, rtol=0, atol=0)
 
-    image = out.image_embeds.detach().double().numpy()
-    text = out.text_embeds.detach().double().numpy()
+    image = out.image_features.detach().double().numpy()
+    text = out.text_features.detach().double().numpy()
     ids = np.array(PERSON_IDS)
     assert config.similarity_scale == 50.0
     assert out.sdm_loss.item() == pytest.approx(_numpy_sdm(image, text, ids, 50.0, 1e-8), rel=1e-5)
@@ -120,8 +120,8 @@ def test_default_objective_is_the_spec_formula(processor):
     torch.testing.assert_close(out.loss, expected_total)
     logits = (
         50.0
-        * torch.nn.functional.normalize(out.text_embeds, dim=-1)
-        @ torch.nn.functional.normalize(out.image_embeds, dim=-1).t()
+        * torch.nn.functional.normalize(out.text_features, dim=-1)
+        @ torch.nn.functional.normalize(out.image_features, dim=-1).t()
     )
     torch.testing.assert_close(out.logits_per_text, logits)
 
@@ -130,8 +130,8 @@ def test_without_person_ids_every_sample_is_its_own_identity(processor):
     model = _model()
     out = model(**{**_training_inputs(processor), "person_ids": None}, return_loss=True)
     assert out.id_loss is None
-    image = out.image_embeds.detach().double().numpy()
-    text = out.text_embeds.detach().double().numpy()
+    image = out.image_features.detach().double().numpy()
+    text = out.text_features.detach().double().numpy()
     distinct = np.arange(len(CAPTIONS))
     assert out.sdm_loss.item() == pytest.approx(_numpy_sdm(image, text, distinct, 50.0, 1e-8), rel=1e-5)
 
@@ -185,8 +185,8 @@ def test_clip_recipe_is_infonce_only(processor):
     assert model.cross_modal is None
     out = model(**_training_inputs(processor), return_loss=True)
     assert out.sdm_loss is None and out.mim_loss is None and out.id_loss is None and out.gass_scores is None
-    image = torch.nn.functional.normalize(out.image_embeds.double(), dim=-1)
-    text = torch.nn.functional.normalize(out.text_embeds.double(), dim=-1)
+    image = torch.nn.functional.normalize(out.image_features.double(), dim=-1)
+    text = torch.nn.functional.normalize(out.text_features.double(), dim=-1)
     logits = (50.0 * image @ text.t()).detach().numpy()
     # captions 0 and 1 show one person: each is a positive of the other's image, with half the mass
     ids = np.array(PERSON_IDS)
@@ -204,8 +204,8 @@ def test_learned_similarity_scale(processor, tmp_path):
     assert model.logit_scale.item() == pytest.approx(np.log(10.0), rel=1e-6)
     inputs = _training_inputs(processor)
     out = model(**inputs, return_loss=True)
-    image = torch.nn.functional.normalize(out.image_embeds, dim=-1)
-    text = torch.nn.functional.normalize(out.text_embeds, dim=-1)
+    image = torch.nn.functional.normalize(out.image_features, dim=-1)
+    text = torch.nn.functional.normalize(out.text_features, dim=-1)
     torch.testing.assert_close(out.logits_per_text, 10.0 * text @ image.t())
     out.loss.backward()
     assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
@@ -246,7 +246,7 @@ def test_random_towers_do_not_collapse_with_the_from_scratch_contrastive_term(tm
     """From random weights, SDM at the paper's fixed scale 50 makes every similarity equal and stays there
     (its loss sits at its all-equal value, every embedding on one point); InfoNCE with a learned scale, the
     `small()` preset's term, pulls the true pairs apart from the start. 20 steps on 64 SynthPEDES identities."""
-    from gadms_hf.data.synthetic import load_synth_pedes
+    from gadms_hf.data.builders.synth_pedes import load_synth_pedes
     from gadms_hf.processing_gadms import CLIP_MEAN, CLIP_STD
 
     corpus = load_synth_pedes("train", cache_dir=tmp_path, num_train_ids=64, num_test_ids=2, images_per_id=2,
@@ -305,7 +305,7 @@ def test_random_towers_do_not_collapse_with_the_from_scratch_contrastive_term(tm
 )
 def test_scripts_choose_the_contrastive_term_by_preset_and_recipe(preset, recipe, overrides, expected):
     from gadms_hf.training.arguments import ModelArguments
-    from gadms_hf.training.pipeline import build_model
+    from gadms_hf.training.components import build_model
 
     model = build_model(ModelArguments(preset=preset, recipe=recipe, config_overrides=overrides))
     assert model.config.contrastive_loss == expected

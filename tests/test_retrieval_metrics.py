@@ -13,14 +13,9 @@ from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 from transformers import CLIPModel
 
-from gadms_hf.evaluation import retrieval
-from gadms_hf.evaluation.retrieval import (
-    embed_images,
-    embed_texts,
-    evaluate_retrieval,
-    rank_metrics,
-    retrieve_topk,
-)
+from gadms_hf.evaluation import ranking
+from gadms_hf.evaluation.embedding import embed_images, embed_texts, evaluate_retrieval
+from gadms_hf.evaluation.ranking import rank_metrics, retrieve_topk
 from gadms_hf.processing_gadms import GADMSProcessor, make_image_processor
 from gadms_hf.tokenizer import build_clip_tokenizer
 
@@ -28,7 +23,7 @@ from .conftest import square_clip_model
 
 
 def brute_force(similarity: np.ndarray, query_ids, gallery_ids, ks=(1, 5, 10)) -> dict[str, float]:
-    """SPEC section 7 written the slow, obvious way: a full stable argsort and Python loops."""
+    """docs/method.md §7 written the slow, obvious way: a full stable argsort and Python loops."""
     query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
     hits = dict.fromkeys(ks, 0)
     ap_total = inp_total = 0.0
@@ -128,15 +123,15 @@ def test_candidate_and_key_paths_equal_brute_force_with_ties(share, monkeypatch)
     similarity[zeros] = np.where(rng.random(zeros.sum()) < 0.5, -0.0, 0.0)
     assert np.signbit(similarity[zeros]).any() and (~np.signbit(similarity[zeros])).any()
     taken = []
-    original = retrieval._candidate_ranks
+    original = ranking._candidate_ranks
 
     def spy(*args):
         ranks = original(*args)
         taken.append(ranks is not None)
         return ranks
 
-    monkeypatch.setattr(retrieval, "_CANDIDATE_SHARE", share)
-    monkeypatch.setattr(retrieval, "_candidate_ranks", spy)
+    monkeypatch.setattr(ranking, "_CANDIDATE_SHARE", share)
+    monkeypatch.setattr(ranking, "_candidate_ranks", spy)
     expected = brute_force(similarity, query_ids, gallery_ids, ks=(1, 3, 10))
     for chunk_size in (1, 17, 300):
         actual = rank_metrics(
@@ -200,7 +195,7 @@ def test_unmatched_queries_raise_or_are_excluded(caplog):
     query_ids = [0, 1, 9, 2, 8, 0]
     with pytest.raises(ValueError, match=r"2 of 6 queries have no gallery item .* #2 \(id 9\), #4 \(id 8\)"):
         rank_metrics(None, None, query_ids, gallery_ids, similarity=similarity)
-    with caplog.at_level(logging.WARNING, logger="gadms_hf.evaluation.retrieval"):
+    with caplog.at_level(logging.WARNING, logger="gadms_hf.evaluation.ranking"):
         kept = rank_metrics(None, None, query_ids, gallery_ids, similarity=similarity, skip_unmatched=True)
     assert "2 of 6 queries" in caplog.text
     matched = [0, 1, 3, 5]

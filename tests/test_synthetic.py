@@ -11,18 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gadms_hf.data.builders.synth_pedes import SynthPedes
-from gadms_hf.data.synthetic import (
+from gadms_hf.data.builders.synth_pedes import (
+    SYNTH_PEDES_FEATURES,
+    SynthPedes,
+    generate_synth_pedes,
+    load_synth_pedes,
+)
+from gadms_hf.data.synth import (
     COLOURS,
     HAIR_COLOURS,
     NOISE_ACCESSORIES,
     NOISE_BACKGROUNDS,
-    SYNTH_PEDES_FEATURES,
     SynthPedesConfig,
     draw_pedestrian,
     generate_examples,
-    generate_synth_pedes,
-    load_synth_pedes,
     sample_identities,
     token_attribute_flags,
     token_noise_flags,

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from gadms_hf import GADMSConfig, GADMSModel
+from gadms_hf.data.builders.synth_pedes import load_synth_pedes
 from gadms_hf.data.score_bank import TokenScoreBank
-from gadms_hf.data.synthetic import load_synth_pedes
 from gadms_hf.training.arguments import GADMSTrainingArguments
-from gadms_hf.training.pipeline import make_collator, prepare_train_dataset
+from gadms_hf.training.components import make_collator, prepare_train_dataset
 from gadms_hf.training.trainer import GADMSTrainer, warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]

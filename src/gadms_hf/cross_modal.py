@@ -1,4 +1,4 @@
-"""The cross-modal block and masked-informative-token (MIM) head of SPEC section 6.
+"""The cross-modal block and masked-informative-token (MIM) head of docs/method.md §6.
 
 Text states (queries) attend to all image tokens, a small transformer mixes the result, and
 a prediction head recovers the original ids *only at the labelled positions*: full logits

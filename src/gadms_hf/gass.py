@@ -1,4 +1,4 @@
-"""GASS: the gradient-attention similarity score of every caption token (SPEC section 3).
+"""GASS: the gradient-attention similarity score of every caption token (docs/method.md §3).
 
 A token is informative when the caption's match with its own image depends on it. For each
 of the last L text layers, GASS multiplies
@@ -27,6 +27,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .configuration_gadms import GASS_NORMALIZATIONS
 
 
 def multiscale_pool(x: torch.Tensor, windows: Sequence[int]) -> torch.Tensor:
@@ -130,8 +132,8 @@ class GASSScorer:
     """Computes GASS token scores for a CLIP text tower (`transformers.CLIPTextModel`)."""
 
     def __init__(self, num_layers: int = 8, normalization: str = "batch", pool_windows: Sequence[int] = (1, 2)):
-        if normalization not in ("batch", "sample"):
-            raise ValueError(f"normalization={normalization!r} must be 'batch' or 'sample'")
+        if normalization not in GASS_NORMALIZATIONS:
+            raise ValueError(f"normalization={normalization!r} must be one of {GASS_NORMALIZATIONS}")
         self.num_layers = num_layers
         self.normalization = normalization
         self.pool_windows = tuple(pool_windows)

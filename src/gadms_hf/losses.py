@@ -1,4 +1,4 @@
-"""GA-DMS losses (SPEC section 6): SDM, InfoNCE, ID and MIM, plus a gradient-keeping gather.
+"""GA-DMS losses (docs/method.md §6): SDM, InfoNCE, ID and MIM, plus a gradient-keeping gather.
 
 Shipped to the Hub with the model: imports only torch.
 """
@@ -118,7 +118,7 @@ def id_loss(
 
 
 class _VocabularyCrossEntropy(torch.autograd.Function):
-    """mean_i CE(hidden_i @ weight.T + bias, target_i), one vocabulary chunk at a time (SPEC section 6's
+    """mean_i CE(hidden_i @ weight.T + bias, target_i), one vocabulary chunk at a time (docs/method.md §6's
     MIM head: the last linear layer and the cross-entropy, fused).
 
     The (rows x vocabulary) logits are never held whole: each chunk's logits feed a running

@@ -1,4 +1,4 @@
-"""Dual masking (SPEC section 5): token scores -> selection probabilities -> two masked caption copies.
+"""Dual masking (docs/method.md §5): token scores -> selection probabilities -> two masked caption copies.
 
 From one tokenised caption and its score-bank row, GA-DMS makes
 
@@ -10,60 +10,21 @@ From one tokenised caption and its score-bank row, GA-DMS makes
 Everything here is a tensor operation over the whole batch (no Python loop over tokens), and every
 random draw comes from the `generator` passed in, so a seeded generator reproduces the masks exactly.
 
-This file imports nothing else from the package so that it can ship next to the model as remote code.
+The constants come as a `MaskingParams`, declared and validated once in `configuration_gadms.py`
+(which `GADMSConfig` inherits) and re-exported here beside the functions that take it. Beyond that
+file this one imports nothing from the package, so that it can ship next to the model as remote code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from .configuration_gadms import MaskingParams
+
 IGNORE_INDEX = -100
-MASKING_MODES = ("gass", "random", "none")
-_PROBABILITIES = ("mim_max_prob", "noise_max_prob", "random_mask_prob", "mask_replace_prob",
-                  "random_replace_prob", "initial_token_score")
-
-
-@dataclass(frozen=True)
-class MaskingParams:
-    """The dual-masking constants; field names equal `GADMSConfig`'s so `from_config` is a plain copy.
-
-    `initial_token_score` is not used by `dual_mask` itself: it is the score of a token that has no
-    bank row yet (the collator uses it when it runs without a score bank).
-    """
-
-    masking: str = "gass"
-    mim_max_prob: float = 0.3
-    mim_sigmoid_slope: float = 20.0
-    mim_sigmoid_center: float = 0.1
-    noise_max_prob: float = 0.2
-    noise_sigmoid_slope: float = 20.0
-    noise_sigmoid_center: float = 0.9
-    random_mask_prob: float = 0.15
-    mask_replace_prob: float = 0.8
-    random_replace_prob: float = 0.1
-    mim_at_least_one: bool = True
-    noise_at_least_one: bool = False
-    initial_token_score: float = 0.85
-
-    def __post_init__(self) -> None:
-        if self.masking not in MASKING_MODES:
-            raise ValueError(f"masking={self.masking!r} must be one of {MASKING_MODES}")
-        for name in _PROBABILITIES:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value} must be a probability in [0, 1]")
-        replace_total = self.mask_replace_prob + self.random_replace_prob
-        if replace_total > 1.0:
-            raise ValueError(f"mask_replace_prob + random_replace_prob = {replace_total} must not exceed 1")
-
-    @classmethod
-    def from_config(cls, config: Any) -> MaskingParams:
-        """Copy the masking fields of a `GADMSConfig` (or any object carrying the same attributes)."""
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 class DualMask(NamedTuple):
@@ -217,5 +178,4 @@ def dual_mask(
     return DualMask(noisy_input_ids, mim_input_ids, mim_labels)
 
 
-__all__ = ["DualMask", "IGNORE_INDEX", "MASKING_MODES", "MaskingParams", "dual_mask", "mim_select_prob",
-           "noise_select_prob"]
+__all__ = ["DualMask", "IGNORE_INDEX", "MaskingParams", "dual_mask", "mim_select_prob", "noise_select_prob"]

@@ -5,12 +5,13 @@ its own rectangular patch grid and positional table (resized once at conversion,
 forward time). `forward` wires SDM (or InfoNCE), the cross-modal MIM head, the ID head and
 GASS token scores; the trainer, not the model, keeps the score bank.
 
-Shipped to the Hub as remote code (`trust_remote_code=True`): only flat relative imports.
+Shipped to the Hub as remote code (`trust_remote_code=True`): only the model, with flat relative
+imports. Building one from CLIP weights is the package's work (`gadms_hf.conversion`), which
+`GADMSModel.from_clip` imports when called.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .configuration_gadms import MAX_SIMILARITY_SCALE, GADMSConfig, image_hw
 from .cross_modal import GADMSCrossModalHead
 from .gass import GASSScorer
 from .losses import gather_with_grad, global_identities, id_loss, infonce_loss, sdm_loss
+from .model_dir import check_model_dir
 
 
 @dataclass
@@ -45,10 +47,12 @@ class GADMSOutput(ModelOutput):
         Identity classification loss of image and text (when `num_identities > 0`).
     gass_scores (`torch.FloatTensor` of shape `(batch, text_length)`, *optional*):
         GASS token scores of the clean captions, for the trainer's score bank (training only).
-    image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`):
-        Projected (un-normalised) image embeddings.
-    text_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`):
-        Projected (un-normalised) embeddings of the alignment text (noise-suppressed when given).
+    image_features (`torch.FloatTensor` of shape `(batch, projection_dim)`):
+        Projected image embeddings, not normalised (what `get_image_features` pools). Named apart
+        from `CLIPOutput.image_embeds`, which is normalised: normalise these before a cosine.
+    text_features (`torch.FloatTensor` of shape `(batch, projection_dim)`):
+        Projected embeddings of the alignment text (noise-suppressed when given), not normalised
+        (what `get_text_features` pools).
     logits_per_text (`torch.FloatTensor` of shape `(text_batch, image_batch)`, *optional*):
         Scaled cosine similarities (local batch).
     """
@@ -59,8 +63,8 @@ class GADMSOutput(ModelOutput):
     mim_loss: torch.FloatTensor | None = None
     id_loss: torch.FloatTensor | None = None
     gass_scores: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
+    image_features: torch.FloatTensor | None = None
+    text_features: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
 
 
@@ -267,7 +271,7 @@ class GADMSModel(GADMSPreTrainedModel):
         )
 
         vision = self.vision_model(pixel_values=pixel_values)
-        image_embeds = self.visual_projection(vision.pooler_output)
+        image_features = self.visual_projection(vision.pooler_output)
 
         text_ids = torch.cat([align_ids, mim_input_ids]) if use_mim else align_ids
         text_mask = None
@@ -275,13 +279,13 @@ class GADMSModel(GADMSPreTrainedModel):
             text_mask = torch.cat([attention_mask, attention_mask]) if use_mim else attention_mask
         hidden = self.text_model(input_ids=text_ids, attention_mask=text_mask).last_hidden_state
         rows = torch.arange(batch, device=hidden.device)
-        text_embeds = self.text_projection(hidden[:batch][rows, self.eos_positions(align_ids)])
+        text_features = self.text_projection(hidden[:batch][rows, self.eos_positions(align_ids)])
 
-        image_norm = nn.functional.normalize(image_embeds, dim=-1)
-        text_norm = nn.functional.normalize(text_embeds, dim=-1)
+        image_norm = nn.functional.normalize(image_features, dim=-1)
+        text_norm = nn.functional.normalize(text_features, dim=-1)
         output = GADMSOutput(
-            image_embeds=image_embeds,
-            text_embeds=text_embeds,
+            image_features=image_features,
+            text_features=text_features,
             logits_per_text=self.similarity_scale() * text_norm @ image_norm.t(),
         )
         if return_loss:
@@ -292,7 +296,7 @@ class GADMSModel(GADMSPreTrainedModel):
                     self.text_projection,
                     input_ids,
                     attention_mask,
-                    image_embeds,
+                    image_features,
                     self.eos_positions(input_ids),
                 )
         return output if return_dict is not False else output.to_tuple()
@@ -306,13 +310,13 @@ class GADMSModel(GADMSPreTrainedModel):
         person_ids: torch.Tensor | None,
     ) -> None:
         config = self.config
-        image_embeds, text_embeds = output.image_embeds, output.text_embeds
+        image_features, text_features = output.image_features, output.text_features
         losses = []
         if config.contrastive_loss == "sdm":
-            identities = global_identities(person_ids, image_embeds.shape[0], image_embeds.device)
+            identities = global_identities(person_ids, image_features.shape[0], image_features.device)
             output.sdm_loss = sdm_loss(
-                gather_with_grad(image_embeds),
-                gather_with_grad(text_embeds),
+                gather_with_grad(image_features),
+                gather_with_grad(text_features),
                 identities,
                 self.similarity_scale(),
                 config.sdm_epsilon,
@@ -321,17 +325,17 @@ class GADMSModel(GADMSPreTrainedModel):
         else:
             identities = None if person_ids is None else global_identities(person_ids, len(person_ids), person_ids.device)
             output.infonce_loss = infonce_loss(
-                gather_with_grad(image_embeds), gather_with_grad(text_embeds), self.similarity_scale(), identities
+                gather_with_grad(image_features), gather_with_grad(text_features), self.similarity_scale(), identities
             )
             losses.append(config.sdm_loss_weight * output.infonce_loss)
         if mim_labels is not None:
-            batch = image_embeds.shape[0]
+            batch = image_features.shape[0]
             image_tokens = self.visual_projection(self.vision_model.post_layernorm(image_hidden))
             text_tokens = self.text_projection(text_hidden[batch:])
             output.mim_loss = self.cross_modal.loss(text_tokens, image_tokens, mim_labels)
             losses.append(config.mim_loss_weight * output.mim_loss)
         if self.classifier is not None and person_ids is not None and config.id_loss_weight > 0:
-            output.id_loss = id_loss(self.classifier, image_embeds, text_embeds, person_ids)
+            output.id_loss = id_loss(self.classifier, image_features, text_features, person_ids)
             losses.append(config.id_loss_weight * output.id_loss)
         output.loss = sum(losses)
 
@@ -342,7 +346,7 @@ class GADMSModel(GADMSPreTrainedModel):
         """`PreTrainedModel.from_pretrained` with errors that name the file and what was expected."""
         path = os.fspath(pretrained_model_name_or_path)
         if os.path.isdir(path):
-            _check_model_dir(path)
+            check_model_dir(path)
         elif path.startswith((".", os.sep, "~")) or os.path.exists(path):
             raise FileNotFoundError(
                 f"no GA-DMS model directory at {path!r}: expected a folder with config.json and model.safetensors "
@@ -370,77 +374,19 @@ class GADMSModel(GADMSPreTrainedModel):
 
         Every tower weight is copied; the positional grid is resized once (bilinear) to
         `image_size / patch`; the token embedding gains one row for `<|mask|>` (the mean of
-        the existing rows); the new heads are freshly initialised.
+        the existing rows), whose id `mask_token_id` defaults to that new row's;
+        `config_overrides` are further `GADMSConfig` fields; the new heads are freshly initialised.
+        Needs the gadms-hf package: the conversion code does not ship with the model.
         """
-        if not isinstance(clip, CLIPModel):
-            clip = CLIPModel.from_pretrained(clip)
-        text_cfg = clip.config.text_config.to_dict()
-        vision_cfg = clip.config.vision_config.to_dict()
-        old_vocab = text_cfg["vocab_size"]
-        text_cfg.update(vocab_size=old_vocab + 1, eos_token_id=49407, bos_token_id=49406, pad_token_id=49407)
-        vision_cfg.update(image_size=list(image_size))
-        for key in ("model_type", "transformers_version", "architectures"):
-            text_cfg.pop(key, None)
-            vision_cfg.pop(key, None)
-        config_overrides.setdefault("mask_token_id", mask_token_id if mask_token_id is not None else old_vocab)
-        config_overrides.setdefault("gass_num_layers", min(8, text_cfg["num_hidden_layers"]))
-        config = GADMSConfig(
-            text_config=text_cfg,
-            vision_config=vision_cfg,
-            projection_dim=clip.config.projection_dim,
-            **config_overrides,
-        )
-        model = cls(config)
-        state = {}
-        for key, value in clip.text_model.state_dict().items():
-            state[f"text_model.{key}"] = value
-        for key, value in clip.vision_model.state_dict().items():
-            state[f"vision_model.{key}"] = value
-        state["text_projection.weight"] = clip.text_projection.weight
-        state["visual_projection.weight"] = clip.visual_projection.weight
-
-        tokens = state["text_model.embeddings.token_embedding.weight"]
-        state["text_model.embeddings.token_embedding.weight"] = torch.cat([tokens, tokens.mean(0, keepdim=True)])
-        grid = model.vision_model.embeddings.grid
-        key = "vision_model.embeddings.position_embedding.weight"
-        state[key] = resize_positions(state[key], grid)
-
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        unexpected = [k for k in unexpected if not k.endswith("position_ids")]
-        missing = [k for k in missing if not k.startswith(("cross_modal.", "classifier."))]
-        if missing or unexpected:
-            raise ValueError(f"CLIP conversion left weights unmatched: missing={missing}, unexpected={unexpected}")
-        return model
+        # Inside `try`, so that transformers' check of remote code's imports skips it: the shipped
+        # model loads without gadms_hf installed.
+        try:
+            from gadms_hf.conversion.clip_init import convert_clip_model
+        except ModuleNotFoundError as error:
+            if (error.name or "").partition(".")[0] != "gadms_hf":
+                raise
+            raise ImportError("GADMSModel.from_clip needs the gadms-hf package (pip install gadms-hf)") from error
+        return convert_clip_model(clip, image_size, mask_token_id, model_class=cls, **config_overrides)
 
 
-def _check_model_dir(path: str) -> None:
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"{config_file} is missing: a GA-DMS model directory holds config.json + model.safetensors")
-    try:
-        with open(config_file, encoding="utf-8") as handle:
-            model_type = json.load(handle).get("model_type")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
-    if model_type != GADMSConfig.model_type:
-        raise ValueError(
-            f"{config_file} has model_type={model_type!r}, expected {GADMSConfig.model_type!r}; "
-            "for a CLIP checkpoint use GADMSModel.from_clip(...)"
-        )
-
-
-def resize_positions(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Resize a CLIP positional table (1 + g*g, D) to (1 + grid[0]*grid[1], D), bilinear."""
-    cls_pos, patch_pos = table[:1], table[1:]
-    side = int(round(patch_pos.shape[0] ** 0.5))
-    if side * side != patch_pos.shape[0]:
-        raise ValueError(f"positional table of {patch_pos.shape[0]} patches is not a square grid")
-    if (side, side) == tuple(grid):
-        return table.clone()
-    image = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    resized = nn.functional.interpolate(image, size=grid, mode="bilinear", align_corners=False)
-    resized = resized.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(table.dtype)
-    return torch.cat([cls_pos, resized])
-
-
-__all__ = ["GADMSModel", "GADMSPreTrainedModel", "GADMSVisionModel", "GADMSOutput", "resize_positions"]
+__all__ = ["GADMSModel", "GADMSPreTrainedModel", "GADMSVisionModel", "GADMSOutput"]

@@ -18,7 +18,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def make_image_processor(height: int = 384, width: int = 128) -> CLIPImageProcessor:
-    """CLIP normalisation at a fixed (height, width): resize only, no centre crop (SPEC section 8)."""
+    """CLIP normalisation at a fixed (height, width): resize only, no centre crop (docs/method.md §8)."""
     return CLIPImageProcessor(
         size={"height": height, "width": width},
         do_center_crop=False,

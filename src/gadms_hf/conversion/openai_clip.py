@@ -14,7 +14,8 @@ Mask token. IRRA's tokenizer, which the authors' code imports, keeps CLIP's 49,4
 dropping the last BPE merge ("jekyll</w>", id 49405) and putting `<|mask|>` there, so their
 token embedding and MIM output layer hold the trained mask at row 49405. Our tokenizer keeps
 every BPE token and puts `<|mask|>` at 49408, so that row is copied to a new row 49408. A
-plain CLIP never saw a mask token: its new row is the mean of the others.
+plain CLIP never saw a mask token: its new row is the mean of the others. Both steps, and the
+positional resize, are shared with `GADMSModel.from_clip` (`clip_init.py`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from typing import Literal
 import torch
 
 from ..configuration_gadms import GADMSConfig
-from ..modeling_gadms import GADMSModel, resize_positions
+from ..modeling_gadms import GADMSModel
+from .clip_init import CLIP_TOKEN_IDS, CLIP_VOCAB_SIZE, GADMS_MASK_ID, resize_positions, with_mask_row
 
 AUTHORS_PREFIX = "base_model."
-CLIP_VOCAB_SIZE = 49408
-GADMS_MASK_ID = CLIP_VOCAB_SIZE
 IRRA_MASK_ID = 49405
 HEAD_WIDTH = 64
 
@@ -247,11 +247,6 @@ def _fit_positions(
     )
 
 
-def _with_mask_row(table: torch.Tensor, source_row: int | None) -> torch.Tensor:
-    row = table[source_row] if source_row is not None else table.float().mean(0).to(table.dtype)
-    return torch.cat([table, row.unsqueeze(0)])
-
-
 def _mask_plan(
     vocab: int, source_mask_id: MaskSource, authors: bool, has_head: bool
 ) -> tuple[int | None, str]:
@@ -378,9 +373,7 @@ def convert_openai_state_dict(
             max_position_embeddings=context,
             projection_dim=projection_dim,
             hidden_act="quick_gelu",
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
+            **CLIP_TOKEN_IDS,
         ),
         vision_config=dict(
             hidden_size=vision_width,
@@ -404,7 +397,7 @@ def convert_openai_state_dict(
     config = GADMSConfig(**config_kwargs)
 
     def add_mask_row(table: torch.Tensor) -> torch.Tensor:
-        return _with_mask_row(table, mask_row) if vocab == CLIP_VOCAB_SIZE else table
+        return with_mask_row(table, mask_row) if vocab == CLIP_VOCAB_SIZE else table
 
     for name, target in _TOWER_RENAMES.items():
         mapper.copy(name, target)

@@ -1,4 +1,4 @@
-"""Person filter: keep web images that show one clear, whole, upright pedestrian (SPEC section 10.2).
+"""Person filter: keep web images that show one clear, whole, upright pedestrian (docs/method.md §10.2).
 
 An ultralytics YOLO detector proposes person boxes; each box must be confident, large enough
 and pedestrian-shaped (taller than wide, 2:1 to 4:1). A YOLO pose model then confirms that
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import CurationSetupError
+from .extras import import_curation_extra
 from .report import FILTER_STAGES, RejectReason
 
 # COCO keypoint order used by YOLO pose models: 0 nose, 1-2 eyes, 3-4 ears, ..., 11-12 hips.
@@ -198,15 +199,15 @@ def _import_yolo():
     Importing ultralytics replaces `Image.open` with a wrapper that, on an unreadable file, tries
     to pip-install a HEIF plugin (and fails offline with ModuleNotFoundError). The rest of the
     process (datasets, evaluation) relies on Pillow's own errors, so the original is put back.
+    Without ultralytics, an ImportError names the extra that installs it.
     """
     from PIL import Image
 
     original = Image.open
     try:
-        from ultralytics import YOLO
+        return import_curation_extra("ultralytics").YOLO
     finally:
         Image.open = original
-    return YOLO
 
 
 def _load_yolo(name: str, task: str, role: str):

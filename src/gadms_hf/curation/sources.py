@@ -20,12 +20,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
 from .errors import CurationSetupError
+from .extras import import_curation_extra
 from .report import RejectReason
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -317,6 +317,7 @@ def decode_image(data: bytes) -> Image.Image | None:
     """
     if not data:
         return None
+    cv2 = import_curation_extra("cv2")
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if array is None or array.ndim != 3 or min(array.shape[:2]) < 1:
         return None

@@ -1,7 +1,7 @@
 """Caption templates: benchmark captions rewritten by an instruction LLM into attribute patterns.
 
 WebPerson's captions follow templates so that two captions of one image differ in wording and
-order while covering the same attributes (SPEC section 10.3). An instruction LLM rewrites seed
+order while covering the same attributes (docs/method.md §10.3). An instruction LLM rewrites seed
 captions (a benchmark's train split) into templates such as "A [gender] with [hairstyle] wears
 a [colored top] ..."; the outputs are parsed, de-duplicated, and a diverse subset is kept.
 

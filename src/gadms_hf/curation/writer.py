@@ -24,17 +24,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Features, Image, List, Value
+from datasets import Features, List, Value
 
+from ..data.builders.webperson import HUB_FEATURES
 from .errors import CurationSetupError
 from .report import CurationStats
 
+# WebPerson's Hub-form columns (so the output loads as WebPerson does), then where each crop came from.
 FEATURES = Features(
     {
-        "image": Image(),
-        "image_path": Value("string"),
-        "caption1": Value("string"),
-        "caption2": Value("string"),
+        **HUB_FEATURES,
         "source": Value("string"),
         "person_box": List(Value("float32"), length=4),
         "detection_confidence": Value("float32"),

@@ -1,7 +1,7 @@
 """GADMSCollator: examples -> the keyword arguments of `GADMSModel.forward` (+ `caption_ids`).
 
 Per batch it tokenises the captions, reads each caption's token scores from the score bank, and
-makes the noise-suppressed and the MIM copies with `dual_mask` (SPEC section 5).
+makes the noise-suppressed and the MIM copies with `dual_mask` (docs/method.md §5).
 
 Padding. The authors pad every caption to 77 positions. Here a batch is padded to its longest
 caption (never beyond `max_length`, 77) unless `pad_to_max_length=True`: SynthPEDES captions average

@@ -20,6 +20,7 @@ from .builders._common import PedesBenchmarkBuilder
 from .builders.cuhk_pedes import CuhkPedes
 from .builders.icfg_pedes import IcfgPedes
 from .builders.rstpreid import RstpReid
+from .builders.synth_pedes import SynthPedes
 from .builders.webperson import HUB_DATASET, WebPerson
 
 
@@ -40,7 +41,7 @@ class CorpusInfo:
     """
 
     name: str
-    builder: type[datasets.GeneratorBasedBuilder] | None
+    builder: type[datasets.GeneratorBasedBuilder]
     expected_files: tuple[str, ...]
     splits: Mapping[str, SplitSize]
     description: str
@@ -50,7 +51,7 @@ class CorpusInfo:
         """The expected files or folders absent from ``data_dir`` (empty when the corpus looks complete);
         a benchmark's accepted variants (another annotation name, no ``imgs/`` level) count as present."""
         root = Path(data_dir)
-        if isinstance(self.builder, type) and issubclass(self.builder, PedesBenchmarkBuilder):
+        if issubclass(self.builder, PedesBenchmarkBuilder):
             return self.builder.missing_inputs(root)
         return [
             root / name
@@ -107,7 +108,7 @@ CORPORA: dict[str, CorpusInfo] = {
         ),
         CorpusInfo(
             name="synth-pedes",
-            builder=None,
+            builder=SynthPedes,
             expected_files=(),
             splits={
                 "train": SplitSize(images=None, identities=None),
@@ -120,14 +121,11 @@ CORPORA: dict[str, CorpusInfo] = {
     )
 }
 
+
 def corpus_splits(name: str) -> tuple[str, ...]:
-    """The splits a corpus has (SynthPEDES: those its generator makes)."""
+    """The splits a corpus has."""
     if name not in CORPORA:
         raise ValueError(f"Unknown corpus {name!r}; expected one of {sorted(CORPORA)}.")
-    if CORPORA[name].builder is None:
-        from .synthetic import SPLITS
-
-        return tuple(SPLITS)
     return tuple(CORPORA[name].splits)
 
 
@@ -152,32 +150,19 @@ def load_corpus(
             by default ``Kaichengalex/WebPerson-5M``. Not used by "synth-pedes".
         split: "train", "val" or "test", as the corpus has them; ``None``: a ``DatasetDict`` of every split the
             source has (a benchmark folder may lack one, e.g. "val").
-        streaming: return an ``IterableDataset`` read from the sources as it is iterated, without a build.
+        streaming: return an ``IterableDataset`` read from the sources as it is iterated, without a build
+            ("synth-pedes" draws its rows as they are read).
         strict: fail on an unreadable image instead of skipping and counting it (synthetic images are always
             readable, so "synth-pedes" has nothing to check).
         cache_dir: the ``datasets`` cache folder (default ``HF_DATASETS_CACHE``).
         **kwargs: ``num_proc`` and ``download_mode`` go to ``download_and_prepare`` (a change to the
             annotation file or the image folder rebuilds by itself); the rest go to the builder config (``verify_images``, and for
-            WebPerson's raw form ``annotation_file``, ``image_dir``) or, for "synth-pedes", to
-            ``load_synth_pedes``.
+            WebPerson's raw form ``annotation_file``, ``image_dir``; for "synth-pedes" the ``SynthPedesConfig``
+            fields, such as ``num_train_ids``).
     """
     if name not in CORPORA:
         raise ValueError(f"Unknown corpus {name!r}; expected one of {sorted(CORPORA)}.")
     info = CORPORA[name]
-    if info.builder is None:
-        if data_dir is not None:
-            raise ValueError(
-                f"{name!r} is generated, not read from files: leave data_dir unset (got {data_dir!r})."
-            )
-        from .synthetic import load_synth_pedes  # imported here: the generator is only needed for this corpus
-
-        if split is None:
-            parts = {part: load_corpus(name, split=part, streaming=streaming, cache_dir=cache_dir, **kwargs)
-                     for part in info.splits}
-            return (datasets.IterableDatasetDict if streaming else datasets.DatasetDict)(parts)
-        synthetic = load_synth_pedes(split=split, cache_dir=cache_dir, **kwargs)
-        return synthetic.to_iterable_dataset() if streaming else synthetic
-
     prepare_kwargs = {key: kwargs.pop(key) for key in _PREPARE_KWARGS if key in kwargs}
     if data_dir is not None and (Path(data_dir).exists() or info.builder is not WebPerson):
         # one cache entry per folder, however it is spelled (a WebPerson Hub id stays as it is)

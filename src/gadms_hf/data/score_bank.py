@@ -1,4 +1,4 @@
-"""TokenScoreBank: one row of GASS token scores per training caption, memory-mapped on disk (SPEC section 4).
+"""TokenScoreBank: one row of GASS token scores per training caption, memory-mapped on disk (docs/method.md §4).
 
 The collator reads a caption's row to decide which tokens to mask; the trainer writes the row back
 after each step. The bank is a plain `.npy` file (float16, or uint8 holding `round(255 * s)`) plus a

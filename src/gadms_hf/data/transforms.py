@@ -1,4 +1,4 @@
-"""Train/eval image transforms for pedestrian images (SPEC section 8), applied on the fly to a dataset.
+"""Train/eval image transforms for pedestrian images (docs/method.md §8), applied on the fly to a dataset.
 
 The pipeline works on uint8 tensors up to the resize (PIL -> uint8 tensor, bicubic resize with
 antialias, flip, pad + crop) and converts to float only at the final size, which keeps a 2-core

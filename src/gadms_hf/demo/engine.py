@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..evaluation.retrieval import embed_texts
+from ..evaluation.embedding import embed_texts
 from ..search.gallery import Gallery
 from ..search.word_scores import DescriptionScores, word_gass_scores
 

@@ -24,7 +24,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .retrieval import evaluate_retrieval
+from .embedding import evaluate_retrieval
 
 logger = logging.getLogger(__name__)
 

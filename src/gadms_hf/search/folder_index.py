@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..evaluation.retrieval import embed_images
+from ..evaluation.embedding import embed_images
 from .image_reading import IMAGE_SUFFIXES, UnusableImage, read_pixels
 from .shard_store import Entry, ShardStore, Signature, file_signature
 

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from ..data.corpus import CORPORA, gallery_and_queries, load_corpus
-from ..evaluation.retrieval import embed_images, embed_texts, retrieve_topk
+from ..evaluation.embedding import embed_images, embed_texts
+from ..evaluation.ranking import retrieve_topk
 from .folder_index import index_folder
 
 

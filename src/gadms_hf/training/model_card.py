@@ -7,6 +7,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from ..configuration_gadms import GADMSConfig
+from ..evaluation.benchmarks import format_metrics_table
 
 if TYPE_CHECKING:
     from ..evaluation.callback import RetrievalEvalCallback
@@ -20,8 +21,6 @@ def _template() -> str:
 def describe_weights(step: int, last_step: int, eval_callback: RetrievalEvalCallback | None = None) -> str:
     """The card's answer to "which checkpoint is this?": the training step of the published weights and,
     when a `RetrievalEvalCallback` scored the run, their scores and the best ones on the callback's split."""
-    from .pipeline import format_metrics_table
-
     if eval_callback is None or not eval_callback.history:
         where = "the end of training" if step == last_step else "selected after training"
         return f"These are the weights at step {step} of {last_step}, {where}; they were not evaluated during training."
@@ -41,8 +40,6 @@ def describe_weights(step: int, last_step: int, eval_callback: RetrievalEvalCall
 
 def render_model_card(config: GADMSConfig, model_args, data_args, training_args, results: dict,
                       stage: str = "pretraining", repo_or_path: str | None = None, weights: str = "") -> str:
-    from .pipeline import format_metrics_table
-
     height, width = config.image_size
     facts = dict(
         model_name=os.path.basename(os.path.normpath(training_args.output_dir)),

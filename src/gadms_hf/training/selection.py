@@ -19,10 +19,11 @@ from transformers import AutoModel, Trainer
 
 from ..data.corpus import corpus_splits, gallery_and_queries, load_corpus
 from ..data.holdout import hold_out_identities
+from ..evaluation.benchmarks import benchmark_dir
 from ..evaluation.callback import RetrievalEvalCallback
-from ..evaluation.retrieval import evaluate_retrieval
+from ..evaluation.embedding import evaluate_retrieval
 from .arguments import DataArguments
-from .pipeline import benchmark_dir, synth_overrides
+from .components import synth_overrides
 
 logger = logging.getLogger("gadms_hf")
 

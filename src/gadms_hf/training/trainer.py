@@ -41,7 +41,7 @@ NEW_MODULES = ("cross_modal.", "classifier.")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, start_factor: float) -> float:
-    """Linear warm-up from `start_factor` to 1, then cosine decay to 0 (SPEC section 9)."""
+    """Linear warm-up from `start_factor` to 1, then cosine decay to 0 (docs/method.md §9)."""
     if step < warmup_steps:
         return start_factor + (1.0 - start_factor) * step / max(1, warmup_steps)
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)

@@ -40,7 +40,16 @@ from ._common import (
 )
 
 HUB_DATASET = "Kaichengalex/WebPerson-5M"
-HUB_COLUMNS = ("image", "image_path", "caption1", "caption2")
+# The Hub form's columns, which `gadms_hf.curation` also writes (with provenance columns after them).
+HUB_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "image_path": datasets.Value("string"),
+        "caption1": datasets.Value("string"),
+        "caption2": datasets.Value("string"),
+    }
+)
+HUB_COLUMNS = tuple(HUB_FEATURES)
 CAPTION_FIELDS = ("caption1", "caption2")
 
 LAYOUT = (
@@ -291,4 +300,4 @@ class WebPerson(datasets.GeneratorBasedBuilder):
             unreadable.report()
 
 
-__all__ = ["HUB_DATASET", "WebPerson", "WebPersonConfig"]
+__all__ = ["HUB_COLUMNS", "HUB_DATASET", "HUB_FEATURES", "WebPerson", "WebPersonConfig"]

@@ -2,17 +2,17 @@
 
 `evaluate.load` copies this script into its module cache and checks its imports line by line:
 imports of *installed* packages are allowed, so the numbers come from the one implementation,
-`gadms_hf.evaluation.retrieval.rank_metrics` (gadms-hf must be installed where this is loaded).
+`gadms_hf.evaluation.ranking.rank_metrics` (gadms-hf must be installed where this is loaded).
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from gadms_hf.evaluation.retrieval import rank_metrics
+from gadms_hf.evaluation.ranking import rank_metrics
 
 _DESCRIPTION = """\
-Text-based person retrieval metrics (GA-DMS SPEC section 7). Every query ranks the whole gallery by
+Text-based person retrieval metrics (docs/method.md §7). Every query ranks the whole gallery by
 cosine similarity, ties broken by gallery index. Rank-k is the percentage of queries with an item of
 their identity among the first k; AP averages j / r_j over the places r_1 < r_2 < ... of the correct
 items; INP is (number of correct items) / (place of the last one). All results are percentages.

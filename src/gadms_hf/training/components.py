@@ -1,27 +1,31 @@
-"""The steps shared by `examples/run_pretrain.py` and `examples/run_finetune.py`.
+"""A training run's parts, assembled from the argument dataclasses (`arguments.py`).
 
-data (corpus -> transforms) -> model (config/recipe) -> bank + collator -> GADMSTrainer.
+data (corpus -> transforms) -> model (config/recipe) -> processor -> score bank + collator: each built
+here once, so `examples/run_pretrain.py`, `examples/run_finetune.py` and `scripts/bench_quality.py` put
+a run together the same way before handing it to `GADMSTrainer` (`run.py` runs it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Mapping
 
 import datasets
 import torch
 import transformers
+from transformers import PreTrainedTokenizerBase
 
 from ..configuration_gadms import GADMSConfig
 from ..data.caption_length import count_cut_captions
 from ..data.collator import GADMSCollator
+from ..data.corpus import load_corpus
 from ..data.score_bank import TokenScoreBank
 from ..data.transforms import ERASE_PROB, ImageColumnTransform, apply_transform
+from ..evaluation.benchmarks import load_benchmarks
 from ..masking import MaskingParams
+from ..model_dir import is_gadms_dir
+from ..model_source import loading_model_from
 from ..modeling_gadms import GADMSModel
 from ..processing_gadms import TEXT_LENGTH, GADMSProcessor, make_image_processor
 from ..tokenizer import build_clip_tokenizer
@@ -29,23 +33,18 @@ from .arguments import DataArguments, GADMSTrainingArguments, ModelArguments, pa
 
 logger = logging.getLogger("gadms_hf")
 
+Corpus = datasets.Dataset | datasets.IterableDataset
+
 PRESETS = {"tiny": GADMSConfig.tiny, "small": GADMSConfig.small, "vit_b16": GADMSConfig.vit_b16}
 
 
 def setup_logging(training_args: GADMSTrainingArguments) -> None:
+    """This process's log level (`--log_level`, `--log_level_replica`) for gadms_hf, datasets and transformers."""
     level = training_args.get_process_log_level()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     logger.setLevel(level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
-
-
-def _is_gadms_dir(path: str) -> bool:
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        return False
-    with open(config_file, encoding="utf-8") as handle:
-        return json.load(handle).get("model_type") == GADMSConfig.model_type
 
 
 def build_model(model_args: ModelArguments, num_identities: int = 0) -> GADMSModel:
@@ -70,7 +69,7 @@ def _build_model(model_args: ModelArguments, num_identities: int) -> GADMSModel:
         config.apply_recipe(model_args.recipe, contrastive_loss=overrides.get("contrastive_loss") or kept)
         return GADMSModel(config)
     with loading_model_from(source):
-        if _is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
+        if is_gadms_dir(source) or not os.path.isdir(source) and _hub_is_gadms(source):
             return _load_gadms(source, overrides, num_identities, model_args.recipe)
         model = GADMSModel.from_clip(
             source, image_size=(model_args.image_height, model_args.image_width), num_identities=num_identities,
@@ -102,37 +101,6 @@ def _load_gadms(source: str, overrides: dict, num_identities: int, recipe: str) 
     return model
 
 
-def check_model_source(name: str) -> None:
-    """Fail early, naming the folder, when a local model path does not exist (instead of a Hub error)."""
-    if os.path.isdir(name):
-        return
-    if os.path.exists(name):
-        raise ValueError(f"--model_name_or_path {name} is a file; expected a model folder or a Hub id")
-    parts = name.split("/")
-    hub_like = len(parts) <= 2 and all(parts) and not name.startswith((".", "~")) and not os.path.isdir(parts[0])
-    if not hub_like:
-        raise FileNotFoundError(
-            f"model folder {name} does not exist (looked for {os.path.abspath(name)}); a Hub id would be "
-            "user/name and needs the network"
-        )
-
-
-@contextlib.contextmanager
-def loading_model_from(name: str) -> Iterator[None]:
-    """Around loading `name`: a missing local folder says so; a Hub id that cannot load says why."""
-    check_model_source(name)
-    try:
-        yield
-    except OSError as error:
-        if os.path.isdir(name):
-            raise
-        reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise OSError(
-            f"model folder {name} does not exist (looked for {os.path.abspath(name)}), and as a Hub id it could "
-            f"not be loaded either (a Hub id needs the network): {reason}"
-        ) from error
-
-
 def _hub_is_gadms(name: str) -> bool:
     try:
         return GADMSConfig.from_pretrained(name).model_type == GADMSConfig.model_type
@@ -152,10 +120,8 @@ def build_processor(model_args: ModelArguments, config: GADMSConfig) -> GADMSPro
     return GADMSProcessor(make_image_processor(*config.image_size), build_clip_tokenizer())
 
 
-def load_training_corpus(data_args: DataArguments, seed: int):
+def load_training_corpus(data_args: DataArguments) -> Corpus:
     """The training split in the common schema (image, caption, person_id, image_id, caption_id)."""
-    from ..data.corpus import load_corpus
-
     kwargs = {}
     if data_args.dataset_name == "synth-pedes":
         kwargs = synth_overrides(data_args)
@@ -167,7 +133,7 @@ def load_training_corpus(data_args: DataArguments, seed: int):
     return dataset
 
 
-def report_cut_captions(corpora: dict[str, datasets.Dataset | datasets.IterableDataset], tokenizer) -> None:
+def report_cut_captions(corpora: Mapping[str, Corpus], tokenizer: PreTrainedTokenizerBase) -> None:
     """Log, per corpus, how many captions the 77-token window cuts (a warning when any is)."""
     for name, dataset in corpora.items():
         if not isinstance(dataset, datasets.Dataset):
@@ -188,37 +154,14 @@ def synth_overrides(data_args: DataArguments) -> dict:
     return overrides
 
 
-def load_eval_benchmarks(data_args: DataArguments) -> dict[str, tuple]:
-    """name -> (gallery, queries) for every requested benchmark whose data is present."""
-    from ..data.corpus import gallery_and_queries, load_corpus
-
-    benchmarks = {}
-    for name in data_args.eval_benchmarks:
-        kwargs = synth_overrides(data_args) if name == "synth-pedes" else {}
-        data_dir = None
-        if name != "synth-pedes":
-            data_dir = benchmark_dir(name, data_args.eval_data_dir)
-        try:
-            split = load_corpus(name, data_dir=data_dir, split=data_args.eval_split, **kwargs)
-        except FileNotFoundError as error:
-            logger.warning("skipping evaluation on %s: %s", name, error)
-            continue
-        benchmarks[name] = gallery_and_queries(split)
-    return benchmarks
+def load_eval_benchmarks(data_args: DataArguments) -> dict[str, tuple[datasets.Dataset, datasets.Dataset]]:
+    """name -> (gallery, queries) of `--eval_split` for every `--eval_benchmarks` entry whose data is present."""
+    synth = synth_overrides(data_args) if "synth-pedes" in data_args.eval_benchmarks else None
+    return load_benchmarks(data_args.eval_benchmarks, data_args.eval_data_dir, data_args.eval_split, synth)
 
 
-BENCHMARK_FOLDERS = {"cuhk-pedes": "CUHK-PEDES", "icfg-pedes": "ICFG-PEDES", "rstpreid": "RSTPReid"}
-
-
-def benchmark_dir(name: str, root: str | None) -> str | None:
-    """`root/<usual folder>` (CUHK-PEDES/, ICFG-PEDES/, RSTPReid/) when present, else `root` itself."""
-    if root is None:
-        return None
-    nested = os.path.join(root, BENCHMARK_FOLDERS.get(name, ""))
-    return nested if name in BENCHMARK_FOLDERS and os.path.isdir(nested) else root
-
-
-def make_score_bank(model: GADMSModel, num_captions: int, training_args: GADMSTrainingArguments):
+def make_score_bank(model: GADMSModel, num_captions: int,
+                    training_args: GADMSTrainingArguments) -> TokenScoreBank | None:
     """A fresh bank in `<output_dir>/_score_bank` (only when GASS drives the masking); the leading
     underscore keeps it out of the Trainer's Hub uploads, which skip `_*`."""
     if model.config.masking != "gass":
@@ -232,42 +175,30 @@ def make_score_bank(model: GADMSModel, num_captions: int, training_args: GADMSTr
     return TokenScoreBank.open(path)
 
 
-def make_collator(processor: GADMSProcessor, model: GADMSModel, bank, seed: int) -> GADMSCollator:
+def make_collator(processor: GADMSProcessor, model: GADMSModel, bank: TokenScoreBank | None,
+                  seed: int) -> GADMSCollator:
     """Masks keyed on (seed, epoch, caption ids): exact replay on resume."""
     return GADMSCollator(processor, MaskingParams.from_config(model.config), bank, seed=seed)
 
 
-def prepare_train_dataset(dataset, config: GADMSConfig, seed: int, erase_prob: float = ERASE_PROB):
+def prepare_train_dataset(dataset: Corpus, config: GADMSConfig, seed: int, erase_prob: float = ERASE_PROB
+                          ) -> tuple[Corpus, ImageColumnTransform]:
     """(dataset with on-the-fly augmentation, the transform to register as an epoch listener)."""
     transform = ImageColumnTransform(*config.image_size, train=True, seed=seed, erase_prob=erase_prob)
     return apply_transform(dataset, transform), transform
 
 
-def format_metrics_table(results: dict[str, dict[str, float]]) -> str:
-    """Markdown table of R1/R5/R10/mAP/mINP per benchmark."""
-    columns = ("R1", "R5", "R10", "mAP", "mINP")
-    lines = ["| benchmark | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, metrics in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[c]:.2f}" for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def dump_args(path: str, *groups) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump({type(g).__name__: {k: str(v) for k, v in asdict(g).items()} for g in groups}, handle, indent=2)
-
-
 __all__ = [
+    "Corpus",
+    "PRESETS",
+    "setup_logging",
     "build_model",
     "build_processor",
-    "check_model_source",
-    "loading_model_from",
     "load_training_corpus",
     "load_eval_benchmarks",
     "report_cut_captions",
+    "synth_overrides",
     "make_score_bank",
     "make_collator",
     "prepare_train_dataset",
-    "format_metrics_table",
-    "setup_logging",
 ]

@@ -1,4 +1,7 @@
-"""Text-to-image person retrieval: embed a gallery and its queries, rank, score (SPEC section 7).
+"""Exact Rank-k, mAP and mINP of a scored retrieval problem (docs/method.md §7), and its top-k lists.
+
+Only torch and numpy: the `evaluate` metric module, the benchmark script and the search gallery rank
+with these functions without loading a model or `datasets` (`embedding.py` embeds, then ranks here).
 
 The ranking never sorts a whole gallery row. Only the items that can rank above some correct
 item matter: those scoring at least the query's lowest correct score (its "candidates"; with a
@@ -24,10 +27,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
-from PIL import Image
-from tqdm.auto import tqdm
-from transformers import ImageProcessingMixin, ProcessorMixin
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,8 @@ Matrix = torch.Tensor | np.ndarray
 _INT64_MAX = torch.iinfo(torch.int64).max
 
 
-def _as_ids(ids: Sequence[Any] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+def as_ids(ids: Sequence[Any] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """`ids` as a 1-D numpy array of integer or string identities; `name` says which in the error."""
     if isinstance(ids, torch.Tensor):
         ids = ids.detach().cpu().numpy()
     array = np.asarray(ids)
@@ -48,7 +48,7 @@ def _as_ids(ids: Sequence[Any] | np.ndarray | torch.Tensor, name: str) -> np.nda
     return array
 
 
-def _identity_codes(query_ids: np.ndarray, gallery_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def identity_codes(query_ids: np.ndarray, gallery_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map both id arrays onto one range of integer codes (ids may be ints or strings)."""
     numeric = [ids.dtype.kind in "iu" for ids in (query_ids, gallery_ids)]
     if numeric[0] != numeric[1]:
@@ -160,7 +160,8 @@ def _key_ranks(
     return best_first.masked_fill_(~valid, 0)
 
 
-def _check_direction(direction: str) -> None:
+def check_direction(direction: str) -> None:
+    """Refuse anything but `"t2i"` and `"i2t"`, before any work is done."""
     if direction not in ("t2i", "i2t"):
         raise ValueError(
             f"direction must be 't2i' (text queries) or 'i2t' (image queries), got {direction!r}"
@@ -211,9 +212,9 @@ def _resolve_inputs(
     direction: str,
 ) -> tuple[Matrix | None, Matrix | None, Matrix | None, np.ndarray, np.ndarray]:
     """Validate shapes and swap roles for image-to-text, so the rest only knows 'queries' and 'gallery'."""
-    _check_direction(direction)
-    query_ids = _as_ids(query_ids, "query_ids")
-    gallery_ids = _as_ids(gallery_ids, "gallery_ids")
+    check_direction(direction)
+    query_ids = as_ids(query_ids, "query_ids")
+    gallery_ids = as_ids(gallery_ids, "gallery_ids")
     if similarity is not None:
         if query_embeds is not None or gallery_embeds is not None:
             raise ValueError("pass either embeddings or `similarity`, not both")
@@ -258,7 +259,7 @@ def rank_metrics(
     direction: Direction = "t2i",
     skip_unmatched: bool = False,
 ) -> dict[str, float]:
-    """Rank-k, mAP and mINP (percentages) of a retrieval problem, as SPEC section 7 defines them.
+    """Rank-k, mAP and mINP (percentages) of a retrieval problem, as docs/method.md §7 defines them.
 
     Arguments are named from the text-to-image view: queries are captions, the gallery is images.
     `direction="i2t"` ranks the captions for every image instead (same arguments, roles swapped).
@@ -289,7 +290,7 @@ def rank_metrics(
     query_embeds, gallery_embeds, similarity, query_ids, gallery_ids = _resolve_inputs(
         query_embeds, gallery_embeds, query_ids, gallery_ids, similarity, direction
     )
-    query_codes, gallery_codes = _identity_codes(query_ids, gallery_ids)
+    query_codes, gallery_codes = identity_codes(query_ids, gallery_ids)
     num_codes = int(max(query_codes.max(), gallery_codes.max())) + 1
     per_identity = np.bincount(gallery_codes, minlength=num_codes)
     first_of_identity = np.cumsum(per_identity) - per_identity
@@ -379,199 +380,12 @@ def retrieve_topk(
     return torch.cat(parts)
 
 
-def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return next(model.parameters()).device
-
-
-def _pixel_values(batch: list[Any], processor_or_transform: Any) -> torch.Tensor:
-    """Turn one batch of images (PIL / arrays / already-transformed tensors) into a (B, 3, H, W) tensor."""
-    if all(isinstance(item, torch.Tensor) for item in batch):
-        return torch.stack(batch)
-    if processor_or_transform is None:
-        raise ValueError(
-            "images are not tensors, so a processor or transform is needed to turn them into pixels"
-        )
-    images = [
-        item.convert("RGB") if isinstance(item, Image.Image) and item.mode != "RGB" else item
-        for item in batch
-    ]
-    if isinstance(processor_or_transform, (ProcessorMixin, ImageProcessingMixin)):
-        return processor_or_transform(images=images, return_tensors="pt")["pixel_values"]
-    return torch.stack([torch.as_tensor(processor_or_transform(image)) for image in images])
-
-
-def _image_batches(images_or_dataset: Any, batch_size: int) -> Iterator[list[Any]]:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, len(images_or_dataset), batch_size):
-        try:
-            batch = images_or_dataset[start : start + batch_size]
-        except OSError as error:  # an unreadable image: skipping it would shift every later gallery id
-            raise ValueError(
-                f"could not decode the images of rows {start}-{start + batch_size - 1}: {error}"
-            ) from error
-        if isinstance(images_or_dataset, Dataset):
-            # a dataset with a transform yields `pixel_values`; a plain one decodes its `image` column
-            column = next((name for name in ("pixel_values", "image") if name in batch), None)
-            if column is None:
-                raise ValueError(
-                    f"image dataset rows need an 'image' or 'pixel_values' field, got {list(batch)}"
-                )
-            batch = batch[column]
-        yield list(batch)
-
-
-@torch.no_grad()
-def embed_images(
-    model: torch.nn.Module,
-    images_or_dataset: Sequence[Any] | torch.Tensor | Dataset,
-    processor_or_transform: Any = None,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> torch.Tensor:
-    """L2-normalised float32 image embeddings (on `device`) from `model.get_image_features`.
-
-    `images_or_dataset` is a sequence of PIL images / arrays / (3, H, W) tensors, an (N, 3, H, W) tensor of
-    pixel values, or a `datasets.Dataset` with an `image` (or transformed `pixel_values`) column.
-    Non-tensor images go through `processor_or_transform`: a `GADMSProcessor`, an image processor,
-    or any callable image -> (3, H, W) tensor. `device` defaults to the model's; the model is put in
-    eval mode for the pass and restored afterwards, so this is safe in the middle of training.
-    """
-    device = _model_device(model, device)
-    was_training = model.training
-    model.eval()
-    parts = []
-    try:
-        total = -(-len(images_or_dataset) // batch_size)
-        for batch in tqdm(
-            _image_batches(images_or_dataset, batch_size),
-            total=total,
-            disable=not progress,
-            desc="embedding images",
-        ):
-            pixels = _pixel_values(batch, processor_or_transform).to(device)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                features = model.get_image_features(pixel_values=pixels).pooler_output
-            parts.append(F.normalize(features.float(), dim=-1))
-    finally:
-        model.train(was_training)
-    if not parts:
-        raise ValueError("no images to embed")
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def embed_texts(
-    model: torch.nn.Module,
-    captions: Sequence[str],
-    processor: Any,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> torch.Tensor:
-    """L2-normalised float32 caption embeddings (on `device`) from `model.get_text_features`.
-
-    `processor` is a `GADMSProcessor` (fixed 77-token padding) or a bare tokenizer (padded to the
-    longest caption of the batch; the causal text tower makes the two give the same embeddings).
-    """
-    captions = list(captions)
-    if not captions:
-        raise ValueError("no captions to embed")
-    bad = next((i for i, caption in enumerate(captions) if not isinstance(caption, str)), None)
-    if bad is not None:
-        raise ValueError(f"captions must be strings; caption #{bad} is {type(captions[bad]).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = _model_device(model, device)
-    was_training = model.training
-    model.eval()
-    parts = []
-    try:
-        starts = range(0, len(captions), batch_size)
-        for start in tqdm(starts, disable=not progress, desc="embedding captions"):
-            batch = captions[start : start + batch_size]
-            if isinstance(processor, ProcessorMixin):
-                tokens = processor(text=batch, return_tensors="pt")
-            else:
-                tokens = processor(batch, padding=True, truncation=True, return_tensors="pt")
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                features = model.get_text_features(
-                    input_ids=tokens["input_ids"].to(device),
-                    attention_mask=tokens["attention_mask"].to(device),
-                ).pooler_output
-            parts.append(F.normalize(features.float(), dim=-1))
-    finally:
-        model.train(was_training)
-    return torch.cat(parts)
-
-
-def _require_columns(dataset: Dataset, name: str, columns: tuple[str, ...]) -> Dataset:
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}")
-    missing = [column for column in columns if column not in dataset.column_names]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {dataset.column_names}")
-    # drop any user transform: images go through `processor`, ids and captions are read raw
-    return dataset.select_columns(list(columns)).with_format(None)
-
-
-def evaluate_retrieval(
-    model: torch.nn.Module,
-    processor: Any,
-    gallery: Dataset,
-    queries: Dataset,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    *,
-    ks: Sequence[int] = (1, 5, 10),
-    direction: Direction = "t2i",
-    return_topk: int | None = None,
-    chunk_size: int = 1024,
-    skip_unmatched: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Embed `gallery` (columns `image`, `person_id`) and `queries` (`caption`, `person_id`), then rank.
-
-    Returns `rank_metrics`'s dict. With `return_topk=k` it also holds `"topk_indices"` (LongTensor
-    (n_ranked, k), best first: gallery rows for t2i, query rows for i2t) and `"topk_correct"` (bool,
-    same shape: whether that item has the ranked item's identity), what `plot_retrieval_grid` draws.
-    """
-    _check_direction(direction)
-    gallery = _require_columns(gallery, "gallery", ("image", "person_id"))
-    queries = _require_columns(queries, "queries", ("caption", "person_id"))
-    gallery_ids = _as_ids(
-        gallery.select_columns("person_id").with_format("numpy")[:]["person_id"], "gallery person_id"
-    )
-    query_ids = _as_ids(
-        queries.select_columns("person_id").with_format("numpy")[:]["person_id"], "queries person_id"
-    )
-    image_embeds = embed_images(
-        model, gallery.select_columns("image"), processor, batch_size, device, progress=progress
-    )
-    text_embeds = embed_texts(model, queries["caption"], processor, batch_size, device, progress=progress)
-    result: dict[str, Any] = rank_metrics(
-        text_embeds,
-        image_embeds,
-        query_ids,
-        gallery_ids,
-        ks=ks,
-        chunk_size=chunk_size,
-        direction=direction,
-        skip_unmatched=skip_unmatched,
-    )
-    if return_topk is not None:
-        if direction == "t2i":
-            ranked, candidates, ranked_ids, candidate_ids = text_embeds, image_embeds, query_ids, gallery_ids
-        else:
-            ranked, candidates, ranked_ids, candidate_ids = image_embeds, text_embeds, gallery_ids, query_ids
-        topk = retrieve_topk(ranked, candidates, return_topk, chunk_size=chunk_size)
-        ranked_codes, candidate_codes = _identity_codes(ranked_ids, candidate_ids)
-        result["topk_indices"] = topk
-        result["topk_correct"] = torch.from_numpy(candidate_codes[topk.numpy()] == ranked_codes[:, None])
-    return result
-
-
-__all__ = ["rank_metrics", "retrieve_topk", "embed_images", "embed_texts", "evaluate_retrieval"]
+__all__ = [
+    "Direction",
+    "Matrix",
+    "as_ids",
+    "check_direction",
+    "identity_codes",
+    "rank_metrics",
+    "retrieve_topk",
+]
