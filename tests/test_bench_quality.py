@@ -65,6 +65,7 @@ def test_tiny_run_writes_every_recipe(bench, tmp_path):
     output = tmp_path / "quality.json"
     bench.main(["--train-ids", "16", "--test-ids", "6", "--steps", "4", "--seeds", "1", "--batch-size", "8",
                 "--warm-steps", "3", "--warm-ids", "8", "--auroc-captions", "16", "--threads", "1",
+                "--noise-rate", "0.5", "--noise-profile", "default",
                 "--workdir", str(tmp_path), "--output", str(output)])
     result = json.loads(output.read_text())
     noisy, clean = result["summary"]["noisy"], result["summary"]["clean"]
@@ -96,7 +97,9 @@ def test_tiny_run_writes_every_recipe(bench, tmp_path):
     warm = result["warm_start"]
     assert warm["steps"] == 3 and warm["log_history"] and 0.0 <= warm["separation"]["auroc"] <= 1.0
     assert "warm start" in result["table"]
-    assert set(result["targets"]) == {"r1_gain_over_irra", "gass_auroc", "clean_r1_loss"}
+    assert set(result["targets"]) == {"r1_gain_over_irra", "gass_auroc", "noise_cost_irra", "clean_r1_loss"}
+    cost = result["targets"]["noise_cost_irra"]
+    assert cost["value"] == clean["irra"]["R1"]["mean"] - noisy["irra"]["R1"]["mean"]
 
 
 def test_confusable_profile_and_each_recipes_contrastive_term(bench, tmp_path, capsys):
@@ -118,3 +121,33 @@ def test_confusable_profile_and_each_recipes_contrastive_term(bench, tmp_path, c
         assert run["log_history"] and all(term in entry for entry in run["log_history"]), run["recipe"]
     gass = next(run["gass"] for run in result["runs"] if "gass" in run)
     assert gass["noise_tokens"] > 0 and gass["attribute_tokens"] > 0
+
+
+def test_strong_suppression_rows_on_val_with_plot(bench, tmp_path, capsys):
+    """Our option adds GA-DMS and oracle rows whose alignment copy uses the given noise_max_prob (the others
+    keep the paper's 0.2); `--split val` measures on the val split; `--plot` writes the study's picture."""
+    output, picture = tmp_path / "quality.json", tmp_path / "quality.png"
+    bench.main(["--train-ids", "16", "--test-ids", "6", "--steps", "2", "--seeds", "1", "--batch-size", "8",
+                "--warm-steps", "2", "--warm-ids", "8", "--auroc-captions", "16", "--threads", "1",
+                "--no-clean-row", "--strong-noise-prob", "1.0", "--split", "val",
+                "--workdir", str(tmp_path), "--output", str(output), "--plot", str(picture)])
+    result = json.loads(output.read_text())
+    assert list(result["summary"]["noisy"]) == ["clip", "irra", "gadms", "gadms-oracle", "gadms-strong",
+                                                "gadms-oracle-strong"]
+    probs = {run["recipe"]: run["noise_max_prob"] for run in result["runs"]}
+    assert probs == {"clip": 0.2, "irra": 0.2, "gadms": 0.2, "gadms-oracle": 0.2, "gadms-strong": 1.0,
+                     "gadms-oracle-strong": 1.0}
+    assert result["setting"]["split"] == "val" and "16 train / 6 val identities" in capsys.readouterr().out
+    assert "auroc" in result["summary"]["noisy"]["gadms-strong"]
+    from PIL import Image
+
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.size == (1210, 462)
+    with pytest.raises(ValueError, match="--strong-noise-prob=1.5"):
+        bench.make_setting(bench.parse_args(["--strong-noise-prob", "1.5"]))
+    with pytest.raises(ValueError, match="give --strong-noise-prob too"):
+        bench.make_setting(bench.parse_args(["--recipes", "irra,gadms-strong"]))
+    with pytest.raises(ValueError, match="subset of"):
+        bench.make_setting(bench.parse_args(["--recipes", "irra,sdm"]))
+    assert bench.noisy_recipes(bench.make_setting(bench.parse_args(
+        ["--recipes", "gadms-oracle-strong,irra", "--strong-noise-prob", "1"]))) == ("irra", "gadms-oracle-strong")

@@ -9,6 +9,8 @@ measures token separation the same way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import numpy as np
 import torch
@@ -74,14 +76,18 @@ def _occlusion_scores(model: GADMSModel, ids: torch.Tensor, attention_mask: torc
     return drops
 
 
+HISTOGRAM_BINS = 20
+
+
 def token_separation(model: GADMSModel, processor: GADMSProcessor, corpus: datasets.Dataset, max_captions: int,
-                     batch_size: int = 64) -> dict[str, float]:
+                     batch_size: int = 64) -> dict[str, Any]:
     """AUROCs of GASS scores (and of the occlusion reference) for planted noise tokens vs the rest.
 
     On up to `max_captions` noisy training captions. `auroc` (the target): attribute tokens (colour, garment,
     hair, bag, hat, gender words of the clean text, `token_attribute_flags`) are positives and planted noise
     tokens (`token_noise_flags`) negatives. `auroc_all_words` takes every non-noise word token as positive,
     function words included. `occlusion_auroc` is the same attribute-vs-noise AUROC for the occlusion drop.
+    `histograms` holds the GASS score counts of attribute and noise tokens over `HISTOGRAM_BINS` bins of [0, 1].
     """
     noisy = [i for i, spans in enumerate(corpus["noise_spans"]) if spans][:max_captions]
     if not noisy:
@@ -125,7 +131,10 @@ def token_separation(model: GADMSModel, processor: GADMSProcessor, corpus: datas
         "other_tokens": int(pooled["other"].size), "noise_tokens": int(pooled["noise"].size),
         "mean_attribute_score": float(pooled["attribute"].mean()), "mean_noise_score": float(pooled["noise"].mean()),
         "zero_score_share": float(np.mean(np.concatenate([pooled["attribute"], pooled["noise"]]) == 0)),
+        # Counts over HISTOGRAM_BINS equal bins of [0, 1]: the score distributions a reader would rather see.
+        "histograms": {kind: np.histogram(pooled[kind], bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0].tolist()
+                       for kind in ("attribute", "noise")},
     }
 
 
-__all__ = ["auroc", "spearman", "token_separation"]
+__all__ = ["HISTOGRAM_BINS", "auroc", "spearman", "token_separation"]
