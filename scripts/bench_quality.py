@@ -350,10 +350,10 @@ def plot_study(result: dict[str, Any], path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    setting, runs = result["setting"], result["runs"]
-    blocks = [(setting["noise_rate"], noisy_recipes(Setting(**setting)))]
-    if setting["clean_row"]:
-        blocks.append((0.0, CLEAN_RECIPES))
+    setting, runs, summary = result["setting"], result["runs"], result["summary"]
+    blocks = [(setting["noise_rate"], tuple(summary["noisy"]))]  # the summary keeps the table's row order
+    if summary["clean"]:
+        blocks.append((0.0, tuple(summary["clean"])))
     figure = Figure(figsize=(11, 4.2), dpi=110)
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
