@@ -45,7 +45,7 @@ from gadms_hf.training.selection import load_selection_benchmarks
 
 logger = logging.getLogger("gadms_hf")
 
-# The embedded default: everything generated locally, about 8 minutes on 2 CPU cores (README "Embedded
+# The embedded default: everything generated locally, 8 to 11 minutes on 2 CPU cores (README "Embedded
 # default" says why each value is what it is; every flag overrides it).
 EMBEDDED_DEFAULT = {
     **CPU_REGIME_MODEL,

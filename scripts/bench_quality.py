@@ -6,23 +6,23 @@
 
 Every run starts from one shared warm start (the benchmark's stand-in for pretrained CLIP), trained once on a
 SynthPEDES draw with other identities the way `make demo` trains: the `small` preset, GA-DMS with InfoNCE and a
-learned similarity scale, bfloat16 with eager attention, AdamW with weight decay 0.05, no random erasing (README
-"The embedded default"), but only 300 steps: like CLIP before person data, it knows little about pedestrians,
-so that what fine-tuning learns, and what caption noise costs it, shows. Each seed then draws the heads (MIM,
-ID) and the data order, the same for every recipe (the script checks a fingerprint of the towers), and
-fine-tunes on 1,000 identities whose every caption carries `confusable` noise (a wrong colour or garment, an
-absent bag or hat) with the paper's objectives at its fixed scale 50. Same data, same step budget.
+learned similarity scale, eager attention, bfloat16 where the CPU computes it natively, AdamW with weight decay
+0.05, no random erasing (README "The embedded default"), but only 300 steps: like CLIP before person data, it
+knows little about pedestrians, so that what fine-tuning learns, and what caption noise costs it, shows. Each seed
+then draws the heads (MIM, ID) and the data order, the same for every recipe (the script checks a fingerprint of
+the towers), and fine-tunes on 1,000 identities whose every caption carries `confusable` noise (a wrong colour or
+garment, an absent bag or hat) with the paper's objectives at its fixed scale 50. Same data, same step budget.
 Recipes (`GADMSConfig.apply_recipe`): `clip` = InfoNCE; `irra` = SDM + random-15% MLM + ID; `gadms` = SDM on
 GASS-noise-suppressed text + GASS-guided MIM + ID; `gadms-oracle` = GA-DMS whose score bank holds the planted
 truth instead of GASS (the ceiling of the dual masking); with `--strong-noise-prob P`, `gadms-strong` and
 `gadms-oracle-strong` are the same with `noise_max_prob=P` (our option; the paper's 0.2 hides a token scored 0
-only 17.6 % of the time). Reported per recipe: mean and sample std over seeds of Rank-1 / mAP / mINP on the
-clean queries of the test split (`--split val`: the val split, which every setting here was chosen on); for
-GA-DMS, the AUROC of its GASS scores for telling attribute tokens (positive) from planted noise tokens
-(negative), the same with every clean word as positive, and the AUROC of an occlusion reference (how much the
-image-text cosine drops when the token is masked: what the model itself relies on), plus the rank correlation
-of GASS with that reference. A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA,
-and whether GASS costs anything when there is no noise.
+only 17.6 % of the time). Reported per recipe: mean and sample std over seeds of Rank-1 / mAP / mINP on the clean
+queries of the test split (`--split val`: the val split, which every setting here was chosen on); for GA-DMS, the
+AUROC of its GASS scores for telling attribute tokens (positive) from planted noise tokens (negative), the same
+with every clean word as positive, and the AUROC of an occlusion reference (how much the image-text cosine drops
+when the token is masked: what the model itself relies on), plus the rank correlation of GASS with that reference.
+A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA, and whether GASS costs anything
+when there is no noise.
 
 Targets: noise costs IRRA >= 5 R1; GA-DMS R1 >= IRRA R1 + 2 at the noise rate; AUROC >= 0.80; at noise 0
 GA-DMS R1 no lower than IRRA's by more than the larger of their stds.

@@ -106,3 +106,26 @@ def test_help_shows_the_embedded_values(capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {script.EMBEDDED_DEFAULT['output_dir']})" in text
+
+
+def test_bf16_default_follows_the_hardware_and_an_explicit_bf16_on_a_slow_cpu_warns(script, tmp_path, monkeypatch,
+                                                                                      caplog):
+    """bfloat16 is embedded only where it is fast; asking for it on a CPU that emulates it warns, naming the fix."""
+    import torch
+
+    from gadms_hf.training import arguments
+
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert arguments.cpu_computes_bf16() is native
+    assert script.EMBEDDED_DEFAULT["bf16"] is arguments.bf16_is_fast()
+    if not torch.cuda.is_available():
+        assert arguments.bf16_is_fast() is (native or arguments._has_accelerator())
+    monkeypatch.setattr(arguments, "_has_accelerator", lambda: False)
+    for emulated in (True, False):
+        monkeypatch.setattr(arguments, "cpu_computes_bf16", lambda emulated=emulated: not emulated)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gadms_hf"):
+            groups = _parse(script, ["--output_dir", str(tmp_path / "x"), "--bf16", "True"])
+        assert _value(groups, "bf16") is True and _value(groups, "use_cpu") is True
+        warned = [record.getMessage() for record in caplog.records if "--bf16 False" in record.getMessage()]
+        assert len(warned) == (1 if emulated else 0), warned

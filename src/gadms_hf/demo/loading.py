@@ -20,7 +20,7 @@ DEFAULT_MODEL = "outputs/pretrain-synth"  # where `make demo` saves its model
 DEFAULT_GALLERY = "synth-pedes:test"  # the demo model's held-out identities, with captions
 
 NO_MODEL = (
-    f"No model to search with: {DEFAULT_MODEL} does not exist yet. Run `make demo` (about 8 minutes on 2 CPU cores) "
+    f"No model to search with: {DEFAULT_MODEL} does not exist yet. Run `make demo` (8 to 11 minutes on 2 CPU cores) "
     "to train the demo model there, then start this page again, or pass --model_name_or_path with a GA-DMS "
     "model folder or Hub id."
 )
