@@ -84,7 +84,7 @@ METRICS = ("R1", "mAP", "mINP")
 TARGET_R1_GAIN = 2.0
 TARGET_AUROC = 0.80
 TARGET_NOISE_COST = 5.0
-SEPARATION_KEYS = ("auroc", "auroc_all_words", "occlusion_auroc")
+SEPARATION_KEYS = ("auroc", "auroc_all_words", "occlusion_auroc", "colour_auroc", "colour_occlusion_auroc")
 
 
 @dataclass
@@ -293,7 +293,9 @@ def aggregate(rows: list[dict[str, Any]], noise_rate: float, recipes: tuple[str,
     for recipe in recipes:
         mine = [r for r in rows if r["recipe"] == recipe and r["noise_rate"] == noise_rate]
         keys = METRICS + (SEPARATION_KEYS if base_recipe(recipe) == "gadms" and noise_rate > 0 else ())
-        out[recipe] = {key: summarise([r[key] for r in mine]) for key in keys}
+        # a colour AUROC is None where the scored captions held no wrong colour: summarise the runs that have one
+        values = {key: [r[key] for r in mine if r.get(key) is not None] for key in keys}
+        out[recipe] = {key: summarise(found) for key, found in values.items() if found}
     return out
 
 
@@ -327,12 +329,14 @@ def format_table(noisy: dict[str, dict], clean: dict[str, dict] | None, noise_ra
     def cell(stats: dict[str, float], digits: int = 2) -> str:
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
-    lines = ["| noise | recipe | R1 | mAP | mINP | GASS AUROC attr/noise | GASS AUROC all words | occlusion AUROC |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| noise | recipe | R1 | mAP | mINP | GASS AUROC attr/noise | GASS AUROC all words | occlusion AUROC "
+             "| GASS AUROC colours | occlusion AUROC colours |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     if warm is not None:
         separation = warm["separation"]
         lines.append(f"| {noise_rate:g} | warm start (before fine-tuning) | {warm['R1']:.2f} | {warm['mAP']:.2f} | "
-                     f"{warm['mINP']:.2f} | " + " | ".join(f"{separation[k]:.3f}" for k in SEPARATION_KEYS) + " |")
+                     f"{warm['mINP']:.2f} | " + " | ".join("-" if separation.get(k) is None else f"{separation[k]:.3f}"
+                                                           for k in SEPARATION_KEYS) + " |")
     for block, rate in ((noisy, noise_rate), (clean, 0.0)):
         for recipe, stats in (block or {}).items():
             aucs = [cell(stats[key], 3) if key in stats else "-" for key in SEPARATION_KEYS]
@@ -500,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     rows.append(row)
                     print(f"  noise={rate:g} seed={seed} {recipe:19s} R1={row['R1']:.2f} mAP={row['mAP']:.2f} "
                           f"mINP={row['mINP']:.2f}" + (f" AUROC={row['auroc']:.3f}" if "auroc" in row else "")
+                          + (f" colour AUROC={row['colour_auroc']:.3f}" if row.get("colour_auroc") is not None else "")
                           + f" ({row['seconds']:.0f} s)", flush=True)
     for seed in setting.seeds:
         prints = {r["init_fingerprint"] for r in rows if r["seed"] == seed}

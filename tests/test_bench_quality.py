@@ -79,6 +79,10 @@ def test_tiny_run_writes_every_recipe(bench, tmp_path):
     gass = next(run["gass"] for run in result["runs"] if "gass" in run)
     assert -1.0 <= gass["gass_occlusion_spearman"] <= 1.0
     assert gass["noise_tokens"] > 0 and gass["attribute_tokens"] > 0 and gass["other_tokens"] > 0
+    # The colour-only AUROCs exist exactly when both sides (true and wrong colour words) were scored.
+    both_sides = gass["colour_tokens"] > 0 and gass["wrong_colour_tokens"] > 0
+    for key in ("colour_auroc", "colour_occlusion_auroc"):
+        assert (gass[key] is not None) == both_sides and (gass[key] is None or 0.0 <= gass[key] <= 1.0)
     # One initialisation (the warm start's towers), shared by every recipe and noise rate ...
     assert len({run["init_fingerprint"] for run in result["runs"]}) == 1
     # ... which the warm start trained.

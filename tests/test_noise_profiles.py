@@ -15,8 +15,10 @@ import pytest
 from gadms_hf.data.corpus import load_corpus
 from gadms_hf.data.synth import (
     ATTRIBUTE_WORDS,
+    COLOUR_WORDS,
     NOISE_PROFILES,
     SynthPedesConfig,
+    colour_noise_spans,
     generate_examples,
     sample_identities,
     synth_config_fields,
@@ -239,3 +241,28 @@ def test_noise_profile_is_a_config_field_everywhere(tmp_path):
     # The training CLI's --synth_config reaches it as a plain string.
     overrides = synth_overrides(DataArguments(synth_config="noise_profile=confusable,noise_rate=0.4"))
     assert overrides == {"noise_profile": "confusable", "noise_rate": 0.4}
+
+
+def test_colour_flags_pick_the_true_and_the_wrong_colour_words(tokenizer, confusable):
+    """The colour AUROC's two sides: colour words outside every span, and the spans that are one colour word."""
+    caption = "A woman wearing a red jacket and black trousers, carrying a blue rucksack."
+    wrong = [caption.index("red"), caption.index("red") + 3]
+    absent = [caption.index("carrying"), len(caption) - 1]
+    assert colour_noise_spans(caption, [wrong, absent]) == [wrong]
+    ids = tokenizer(caption, padding="max_length", max_length=77, truncation=True)["input_ids"]
+
+    def words(flags: list[bool]) -> list[str]:
+        return [tokenizer.decode([ids[i]]).strip() for i, flag in enumerate(flags) if flag]
+
+    assert words(token_attribute_flags(tokenizer, caption, [wrong, absent], words=COLOUR_WORDS)) == ["black"]
+    assert words(token_noise_flags(tokenizer, caption, colour_noise_spans(caption, [wrong, absent]))) == ["red"]
+    assert COLOUR_WORDS <= ATTRIBUTE_WORDS
+    with pytest.raises(ValueError, match="not a \\[start, end\\) range"):
+        colour_noise_spans(caption, [[5, 500]])
+    # On generated confusable rows some spans are wrong colours, and no clause or garment noun is taken for one.
+    picked = [row["caption"][start:end] for row in confusable[0]
+              for start, end in colour_noise_spans(row["caption"], row["noise_spans"])]
+    others = [row["caption"][start:end] for row in confusable[0] for start, end in row["noise_spans"]
+              if [start, end] not in colour_noise_spans(row["caption"], row["noise_spans"])]
+    assert picked and others and all(" " not in text for text in picked)
+    assert not any(text.lower() in COLOUR_WORDS for text in others)

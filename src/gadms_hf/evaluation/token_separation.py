@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ..data.synth import token_attribute_flags, token_noise_flags
+from ..data.synth import COLOUR_WORDS, colour_noise_spans, token_attribute_flags, token_noise_flags
 from ..modeling_gadms import GADMSModel
 from ..processing_gadms import GADMSProcessor
 
@@ -88,13 +88,17 @@ def token_separation(model: GADMSModel, processor: GADMSProcessor, corpus: datas
     tokens (`token_noise_flags`) negatives. `auroc_all_words` takes every non-noise word token as positive,
     function words included. `occlusion_auroc` is the same attribute-vs-noise AUROC for the occlusion drop.
     `histograms` holds the GASS score counts of attribute and noise tokens over `HISTOGRAM_BINS` bins of [0, 1].
+    `colour_auroc` and `colour_occlusion_auroc` narrow both sides to colours: the true colour words against the
+    wrong ones (`colour_noise_spans`), the one kind of noise a model that tells people apart by colour grounds
+    (None when the scored captions hold no wrong colour).
     """
     noisy = [i for i, spans in enumerate(corpus["noise_spans"]) if spans][:max_captions]
     if not noisy:
         raise ValueError("the training corpus has no caption with planted noise (noise_rate=0?): no AUROC")
     model.eval()
     device = next(model.parameters()).device
-    keys = ("attribute", "other", "noise", "occ_attr", "occ_noise", "all_gass", "all_occ")
+    keys = ("attribute", "other", "noise", "occ_attr", "occ_noise", "all_gass", "all_occ", "colour", "occ_colour",
+            "wrong_colour", "occ_wrong_colour")
     values: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     for begin in range(0, len(noisy), batch_size):
         rows = corpus.select(noisy[begin:begin + batch_size])[:]
@@ -120,15 +124,26 @@ def token_separation(model: GADMSModel, processor: GADMSProcessor, corpus: datas
             values["occ_noise"].append(drops[i, words][noise])
             values["all_gass"].append(scores[i, words])
             values["all_occ"].append(drops[i, words])
+            colour = np.asarray(token_attribute_flags(processor.tokenizer, caption, spans, words=COLOUR_WORDS),
+                                dtype=bool)[words]
+            wrong = np.asarray(token_noise_flags(processor.tokenizer, caption, colour_noise_spans(caption, spans)),
+                               dtype=bool)[words]
+            for key, flags in (("colour", colour), ("wrong_colour", wrong)):
+                values[key].append(scores[i, words][flags])
+                values["occ_" + key].append(drops[i, words][flags])
     pooled = {key: np.concatenate(parts) for key, parts in values.items()}
+    has_colours = pooled["colour"].size > 0 and pooled["wrong_colour"].size > 0
     return {
         "auroc": auroc(pooled["attribute"], pooled["noise"]),
         "auroc_all_words": auroc(np.concatenate([pooled["attribute"], pooled["other"]]), pooled["noise"]),
         "occlusion_auroc": auroc(pooled["occ_attr"], pooled["occ_noise"]),
+        "colour_auroc": auroc(pooled["colour"], pooled["wrong_colour"]) if has_colours else None,
+        "colour_occlusion_auroc": auroc(pooled["occ_colour"], pooled["occ_wrong_colour"]) if has_colours else None,
         # Does GASS follow what the model relies on, whatever the token? (Spearman over every word token.)
         "gass_occlusion_spearman": spearman(pooled["all_gass"], pooled["all_occ"]),
         "captions": len(noisy), "attribute_tokens": int(pooled["attribute"].size),
         "other_tokens": int(pooled["other"].size), "noise_tokens": int(pooled["noise"].size),
+        "colour_tokens": int(pooled["colour"].size), "wrong_colour_tokens": int(pooled["wrong_colour"].size),
         "mean_attribute_score": float(pooled["attribute"].mean()), "mean_noise_score": float(pooled["noise"].mean()),
         "zero_score_share": float(np.mean(np.concatenate([pooled["attribute"], pooled["noise"]]) == 0)),
         # Counts over HISTOGRAM_BINS equal bins of [0, 1]: the score distributions a reader would rather see.

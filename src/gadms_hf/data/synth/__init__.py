@@ -20,11 +20,18 @@ from .examples import generate_examples
 from .identities import COLOURS, HAIR_COLOURS, PedestrianIdentity, sample_identities
 from .noise import NOISE_ACCESSORIES, NOISE_BACKGROUNDS
 from .streams import SPLITS
-from .token_truth import ATTRIBUTE_WORDS, token_attribute_flags, token_noise_flags
+from .token_truth import (
+    ATTRIBUTE_WORDS,
+    COLOUR_WORDS,
+    colour_noise_spans,
+    token_attribute_flags,
+    token_noise_flags,
+)
 
 __all__ = [
     "ATTRIBUTE_WORDS",
     "COLOURS",
+    "COLOUR_WORDS",
     "HAIR_COLOURS",
     "NOISE_ACCESSORIES",
     "NOISE_BACKGROUNDS",
@@ -34,6 +41,7 @@ __all__ = [
     "SynthPedesConfig",
     "draw_pedestrian",
     "generate_examples",
+    "colour_noise_spans",
     "sample_identities",
     "synth_config_fields",
     "token_attribute_flags",

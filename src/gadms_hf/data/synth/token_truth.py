@@ -35,6 +35,8 @@ def _attribute_words() -> frozenset[str]:
 
 
 ATTRIBUTE_WORDS = _attribute_words()
+# The colour words alone: the attribute a small model grounds first, and the word a wrong-colour noise span is.
+COLOUR_WORDS = frozenset([*COLOURS, *HAIR_COLOURS, *(w for words in COLOUR_SYNONYMS.values() for w in words)])
 _WORD_BREAKS = " ,."
 
 
@@ -79,10 +81,11 @@ def token_noise_flags(
 
 
 def token_attribute_flags(
-    tokenizer: Any, caption: str, noise_spans: Sequence[Sequence[int]], max_length: int = 77
+    tokenizer: Any, caption: str, noise_spans: Sequence[Sequence[int]], max_length: int = 77,
+    words: frozenset[str] = ATTRIBUTE_WORDS,
 ) -> list[bool]:
-    """Per token position (as in `token_noise_flags`), whether the token belongs to a word of `ATTRIBUTE_WORDS`
-    outside every noise span: the words a clean caption uses to describe what the image shows.
+    """Per token position (as in `token_noise_flags`), whether the token belongs to a word of `words`
+    (`ATTRIBUTE_WORDS`: the words a clean caption uses to describe what the image shows) outside every noise span.
 
     Together with `token_noise_flags` this separates the tokens that GASS should score high (attributes)
     from those it should score low (planted noise); function words ("a", "is", ",") are in neither set.
@@ -99,8 +102,15 @@ def token_attribute_flags(
             left -= 1
         while right < len(caption) and caption[right] not in _WORD_BREAKS:
             right += 1
-        flags.append(caption[left:right].lower() in ATTRIBUTE_WORDS)
+        flags.append(caption[left:right].lower() in words)
     return flags
 
 
-__all__ = ["ATTRIBUTE_WORDS", "token_attribute_flags", "token_noise_flags"]
+def colour_noise_spans(caption: str, noise_spans: Sequence[Sequence[int]]) -> list[Sequence[int]]:
+    """The noise spans that are one colour word: the wrong colours (under both profiles a wrong colour's span is
+    its colour word alone; an absent bag's clause or a wrong garment's noun is never a bare colour)."""
+    _check_spans(caption, noise_spans)
+    return [span for span in noise_spans if caption[span[0]:span[1]].lower() in COLOUR_WORDS]
+
+
+__all__ = ["ATTRIBUTE_WORDS", "COLOUR_WORDS", "colour_noise_spans", "token_attribute_flags", "token_noise_flags"]
