@@ -34,11 +34,11 @@ from transformers import HfArgumentParser, set_seed
 from gadms_hf.model_source import check_model_source
 from gadms_hf.training.arguments import (
     CPU_REGIME_MODEL,
-    CPU_REGIME_TRAINING,
     DataArguments,
     FinetuneArguments,
     GADMSTrainingArguments,
     ModelArguments,
+    cpu_regime_training,
     parse_overrides,
 )
 from gadms_hf.training.components import (
@@ -62,12 +62,13 @@ BENCHMARKS = ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth-pedes")
 FINETUNE_CONFIG_DEFAULTS = {"mim_loss_weight": 1.0}
 
 # The embedded default: everything generated locally, about a minute on 2 CPU cores, in the regime of
-# run_pretrain.py's (the `small` preset, bfloat16, eager attention, no random erasing). From random weights
-# the preset keeps its InfoNCE term (SDM would collapse the towers); fine-tuning run_pretrain.py's model
-# (--model_name_or_path outputs/pretrain-synth, README "Fine-tuning") trains with the paper's SDM + ID + MIM.
+# run_pretrain.py's (the `small` preset, bfloat16 where the CPU computes it natively, eager attention, no
+# random erasing). From random weights the preset keeps its InfoNCE term (SDM would collapse the towers);
+# fine-tuning run_pretrain.py's model (--model_name_or_path outputs/pretrain-synth, README "Fine-tuning")
+# trains with the paper's SDM + ID + MIM.
 EMBEDDED_DEFAULT = {
     **CPU_REGIME_MODEL,
-    **CPU_REGIME_TRAINING,
+    **cpu_regime_training(),
     "dataset_name": "synth-pedes",
     "synth_num_train_ids": 100,
     "synth_num_test_ids": 50,

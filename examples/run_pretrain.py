@@ -24,10 +24,10 @@ from gadms_hf.data.builders.webperson import WebPerson
 from gadms_hf.model_source import check_model_source
 from gadms_hf.training.arguments import (
     CPU_REGIME_MODEL,
-    CPU_REGIME_TRAINING,
     DataArguments,
     GADMSTrainingArguments,
     ModelArguments,
+    cpu_regime_training,
 )
 from gadms_hf.training.components import (
     build_model,
@@ -49,7 +49,7 @@ logger = logging.getLogger("gadms_hf")
 # default" says why each value is what it is; every flag overrides it).
 EMBEDDED_DEFAULT = {
     **CPU_REGIME_MODEL,
-    **CPU_REGIME_TRAINING,
+    **cpu_regime_training(),
     "dataset_name": "synth-pedes",
     "eval_benchmarks": ["synth-pedes"],
     "recipe": "gadms",

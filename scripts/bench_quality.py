@@ -20,8 +20,9 @@ only 17.6 % of the time). Reported per recipe: mean and sample std over seeds of
 queries of the test split (`--split val`: the val split, which every setting here was chosen on); for GA-DMS, the
 AUROC of its GASS scores for telling attribute tokens (positive) from planted noise tokens (negative), the same
 with every clean word as positive, and the AUROC of an occlusion reference (how much the image-text cosine drops
-when the token is masked: what the model itself relies on), plus the rank correlation of GASS with that reference.
-A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA, and whether GASS costs anything
+when the token is masked: what the model itself relies on), plus the rank correlation of GASS with that reference,
+and both AUROCs on colours alone (true colour words against planted wrong ones: the one kind of word a small model
+grounds, docs/quality.md). A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA, and whether GASS costs anything
 when there is no noise.
 
 Targets: noise costs IRRA >= 5 R1; GA-DMS R1 >= IRRA R1 + 2 at the noise rate; AUROC >= 0.80; at noise 0
@@ -57,10 +58,10 @@ from gadms_hf.evaluation.token_separation import HISTOGRAM_BINS, token_separatio
 from gadms_hf.modeling_gadms import GADMSModel  # noqa: E402
 from gadms_hf.training.arguments import (  # noqa: E402
     CPU_REGIME_MODEL,
-    CPU_REGIME_TRAINING,
     DataArguments,
     GADMSTrainingArguments,
     ModelArguments,
+    cpu_regime_training,
 )
 from gadms_hf.training.components import (  # noqa: E402
     build_model,
@@ -85,6 +86,7 @@ TARGET_R1_GAIN = 2.0
 TARGET_AUROC = 0.80
 TARGET_NOISE_COST = 5.0
 SEPARATION_KEYS = ("auroc", "auroc_all_words", "occlusion_auroc", "colour_auroc", "colour_occlusion_auroc")
+OPTIONAL_KEYS = ("colour_auroc", "colour_occlusion_auroc")  # None when the scored captions hold no wrong colour
 
 
 @dataclass
@@ -193,7 +195,7 @@ def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_siz
     """
     args = GADMSTrainingArguments(
         output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, **CPU_REGIME_TRAINING, logging_steps=max(1, steps // 5),
+        learning_rate=learning_rate, **cpu_regime_training(), logging_steps=max(1, steps // 5),
         save_strategy="no", report_to="none", dataloader_num_workers=workers, seed=seed,
         disable_tqdm=True, log_level="warning",
     )
@@ -294,7 +296,8 @@ def aggregate(rows: list[dict[str, Any]], noise_rate: float, recipes: tuple[str,
         mine = [r for r in rows if r["recipe"] == recipe and r["noise_rate"] == noise_rate]
         keys = METRICS + (SEPARATION_KEYS if base_recipe(recipe) == "gadms" and noise_rate > 0 else ())
         # a colour AUROC is None where the scored captions held no wrong colour: summarise the runs that have one
-        values = {key: [r[key] for r in mine if r.get(key) is not None] for key in keys}
+        # (the cell then shows how many); every other key must be in every run
+        values = {key: [r[key] for r in mine if key not in OPTIONAL_KEYS or r[key] is not None] for key in keys}
         out[recipe] = {key: summarise(found) for key, found in values.items() if found}
     return out
 
@@ -339,7 +342,9 @@ def format_table(noisy: dict[str, dict], clean: dict[str, dict] | None, noise_ra
                                                            for k in SEPARATION_KEYS) + " |")
     for block, rate in ((noisy, noise_rate), (clean, 0.0)):
         for recipe, stats in (block or {}).items():
-            aucs = [cell(stats[key], 3) if key in stats else "-" for key in SEPARATION_KEYS]
+            runs = stats["R1"]["n"]
+            aucs = [("-" if key not in stats else cell(stats[key], 3)
+                     + (f" (n={stats[key]['n']})" if stats[key]["n"] < runs else "")) for key in SEPARATION_KEYS]
             lines.append(f"| {rate:g} | {recipe} | " + " | ".join(cell(stats[m]) for m in METRICS) + " | "
                          + " | ".join(aucs) + " |")
     return "\n".join(lines)

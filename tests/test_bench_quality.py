@@ -155,3 +155,27 @@ def test_strong_suppression_rows_on_val_with_plot(bench, tmp_path, capsys):
         bench.make_setting(bench.parse_args(["--recipes", "irra,sdm"]))
     assert bench.noisy_recipes(bench.make_setting(bench.parse_args(
         ["--recipes", "gadms-oracle-strong,irra", "--strong-noise-prob", "1"]))) == ("irra", "gadms-oracle-strong")
+
+
+def test_missing_colour_auroc_is_summarised_over_the_runs_that_have_one(bench):
+    """A run whose scored captions held no wrong colour has colour AUROCs of None: the table says over how many
+    runs the rest were averaged, and shows '-' where no run had one; a missing R1 is still an error."""
+    def run(seed: int, colour: float | None) -> dict:
+        return {"recipe": "gadms", "seed": seed, "noise_rate": 1.0, "R1": 10.0 + seed, "mAP": 20.0, "mINP": 5.0,
+                "auroc": 0.6, "auroc_all_words": 0.55, "occlusion_auroc": 0.65, "colour_auroc": colour,
+                "colour_occlusion_auroc": None}
+
+    noisy = bench.aggregate([run(0, 0.7), run(1, None), run(2, 0.8)], 1.0, ("gadms",))
+    assert noisy["gadms"]["R1"]["n"] == 3 and noisy["gadms"]["colour_auroc"]["n"] == 2
+    assert noisy["gadms"]["colour_auroc"]["mean"] == pytest.approx(0.75)
+    assert "colour_occlusion_auroc" not in noisy["gadms"]
+    line = bench.format_table(noisy, None, 1.0, None).splitlines()[-1]
+    assert line.endswith("| 0.750 ± 0.071 (n=2) | - |"), line
+    warm = {"R1": 5.0, "mAP": 9.0, "mINP": 3.0,
+            "separation": {"auroc": 0.5, "auroc_all_words": 0.5, "occlusion_auroc": 0.5, "colour_auroc": None,
+                           "colour_occlusion_auroc": 0.6}}
+    assert "| 0.500 | - | 0.600 |" in bench.format_table(noisy, None, 1.0, warm).splitlines()[2]
+    broken = run(0, 0.7)
+    broken["auroc"] = None
+    with pytest.raises(TypeError):
+        bench.aggregate([broken], 1.0, ("gadms",))

@@ -111,21 +111,40 @@ def test_help_shows_the_embedded_values(capsys):
 def test_bf16_default_follows_the_hardware_and_an_explicit_bf16_on_a_slow_cpu_warns(script, tmp_path, monkeypatch,
                                                                                       caplog):
     """bfloat16 is embedded only where it is fast; asking for it on a CPU that emulates it warns, naming the fix."""
+    from gadms_hf.training import arguments
+
+    assert script.EMBEDDED_DEFAULT["bf16"] is arguments.bf16_is_fast()
+    # (accelerator present, extra flags, CPU emulates bf16) -> warned?
+    cases = [(False, [], True, True), (False, [], False, False), (True, ["--use_cpu", "True"], True, True)]
+    for accelerator, flags, emulated, warns in cases:
+        monkeypatch.setattr(arguments, "_has_accelerator", lambda accelerator=accelerator: accelerator)
+        monkeypatch.setattr(arguments, "cpu_computes_bf16", lambda emulated=emulated: not emulated)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gadms_hf"):
+            groups = _parse(script, ["--output_dir", str(tmp_path / "x"), "--bf16", "True", *flags])
+        assert _value(groups, "bf16") is True and _value(groups, "use_cpu") is True
+        warned = [record.getMessage() for record in caplog.records if "--bf16 False" in record.getMessage()]
+        assert len(warned) == (1 if warns else 0), (accelerator, flags, emulated, warned)
+
+
+def test_bf16_is_fast_asks_for_native_support_only(monkeypatch):
+    """A pre-Ampere GPU (bf16 emulated) and a CPU without native kernels get float32 in the CPU regime."""
     import torch
 
     from gadms_hf.training import arguments
 
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    assert arguments.cpu_computes_bf16() is native
-    assert script.EMBEDDED_DEFAULT["bf16"] is arguments.bf16_is_fast()
-    if not torch.cuda.is_available():
-        assert arguments.bf16_is_fast() is (native or arguments._has_accelerator())
+    asked = []
+
+    def gpu_supports(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return including_emulation  # what an emulating GPU answers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", gpu_supports)
+    assert arguments.bf16_is_fast() is False and asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(arguments, "_has_accelerator", lambda: False)
-    for emulated in (True, False):
-        monkeypatch.setattr(arguments, "cpu_computes_bf16", lambda emulated=emulated: not emulated)
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="gadms_hf"):
-            groups = _parse(script, ["--output_dir", str(tmp_path / "x"), "--bf16", "True"])
-        assert _value(groups, "bf16") is True and _value(groups, "use_cpu") is True
-        warned = [record.getMessage() for record in caplog.records if "--bf16 False" in record.getMessage()]
-        assert len(warned) == (1 if emulated else 0), warned
+    for native in (True, False):
+        monkeypatch.setattr(arguments, "cpu_computes_bf16", lambda native=native: native)
+        assert arguments.bf16_is_fast() is native and arguments.cpu_regime_training()["bf16"] is native
+    assert arguments.cpu_regime_training().keys() >= {"optimizer_name", "weight_decay", "random_erasing"}

@@ -2,7 +2,8 @@
 
 SynthPEDES records which caption tokens are planted noise (`gadms_hf.data.synth`), so on it GASS can be
 scored against the truth: AUROCs of attribute vs noise tokens, and the same for an occlusion reference (what
-the model itself relies on), with the rank correlation of the two. `scripts/bench_quality.py` reports these
+the model itself relies on), with the rank correlation of the two, and both on colour words alone (true vs
+planted wrong colours: the words a small model grounds first). `scripts/bench_quality.py` reports these
 for every trained GA-DMS model; they live here so that any evaluation (a notebook, the README's figures)
 measures token separation the same way.
 """

@@ -138,11 +138,11 @@ class GADMSTrainingArguments(TrainingArguments):
             self.use_cpu = True  # torchrun on CPU: gloo processes (accelerate needs cpu=True to see them)
         if self.bf16 and not _has_accelerator():
             self.use_cpu = True  # bfloat16 autocast on the CPU (transformers asks for use_cpu explicitly)
-            if not cpu_computes_bf16():
-                logger.warning(
-                    "--bf16 on a CPU without native bfloat16 support (torch's oneDNN reports none: no AVX-512 or "
-                    "Arm BF16): torch emulates the bfloat16 matrix products, and a `make demo` step measured 14x "
-                    "slower than float32 on such a CPU. Pass --bf16 False to train in float32.")
+        if self.bf16 and self.use_cpu and not cpu_computes_bf16():
+            logger.warning(
+                "--bf16 on a CPU without native bfloat16 support (torch's oneDNN reports none: no AVX-512 or "
+                "Arm BF16): torch emulates the bfloat16 matrix products, and a `make demo` step measured 14x "
+                "slower than float32 on such a CPU. Pass --bf16 False to train in float32.")
         if self.optimizer_name not in ("adam", "adamw"):
             raise ValueError(f"--optimizer_name={self.optimizer_name!r} must be 'adam' or 'adamw'")
         if self.lr_schedule not in ("warmup_cosine", "hf"):
@@ -177,8 +177,6 @@ class FinetuneArguments:
             raise ValueError(f"--lora_r={self.lora_r} must be >= 0 (0 = no LoRA)")
 
 
-# How this package trains from random weights on a CPU (README "The embedded default"): the example scripts'
-# embedded defaults and scripts/bench_quality.py share it, split by the argument group that takes each value.
 def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
         torch.backends.mps.is_available())
@@ -188,7 +186,7 @@ def cpu_computes_bf16() -> bool:
     """Whether torch's oneDNN has native bfloat16 kernels on this CPU (x86 AVX-512 or AMX, Arm BF16).
 
     Without them bfloat16 autocast emulates every matrix product: on a 2-core AVX2-only EPYC a step of the
-    embedded default took 10.5 s in bfloat16 against 0.75 s in float32 (README "Speed").
+    embedded default took 10.5 s in bfloat16 against 0.75 s in float32 (README "Precision follows the hardware").
     """
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -197,18 +195,25 @@ def cpu_computes_bf16() -> bool:
 
 
 def bf16_is_fast() -> bool:
-    """Whether bfloat16 autocast speeds training up on the device the `Trainer` will pick."""
+    """Whether bfloat16 autocast speeds training up on the device the `Trainer` will pick.
+
+    A CUDA GPU counts only with native bfloat16 (Ampere or newer; older ones emulate it). Asking a GPU starts
+    CUDA, so this is called when a run is set up, never at import.
+    """
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return _has_accelerator() or cpu_computes_bf16()
 
 
 # How this package trains from random weights on a CPU (README "The embedded default"): the example scripts'
 # embedded defaults and scripts/bench_quality.py share it, split by the argument group that takes each value.
-# bfloat16 only where it is fast: emulated on a CPU without native support, it makes a step 14x slower.
 CPU_REGIME_MODEL = {"preset": "small", "attn_implementation": "eager"}
-CPU_REGIME_TRAINING = {"optimizer_name": "adamw", "weight_decay": 0.05, "bias_weight_decay": 0.0,
-                       "warmup_steps": 0.1, "random_erasing": 0.0, "bf16": bf16_is_fast()}
+
+
+def cpu_regime_training() -> dict:
+    """The regime's training values; bfloat16 only where it is fast (emulated on a CPU, a step is 14x slower)."""
+    return {"optimizer_name": "adamw", "weight_decay": 0.05, "bias_weight_decay": 0.0, "warmup_steps": 0.1,
+            "random_erasing": 0.0, "bf16": bf16_is_fast()}
 
 
 def parse_overrides(text: str | None, flag: str = "--config_overrides") -> dict:
@@ -234,7 +239,7 @@ def parse_overrides(text: str | None, flag: str = "--config_overrides") -> dict:
 
 __all__ = [
     "CPU_REGIME_MODEL",
-    "CPU_REGIME_TRAINING",
+    "cpu_regime_training",
     "bf16_is_fast",
     "cpu_computes_bf16",
     "ModelArguments",
