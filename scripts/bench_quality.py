@@ -22,8 +22,8 @@ AUROC of its GASS scores for telling attribute tokens (positive) from planted no
 with every clean word as positive, and the AUROC of an occlusion reference (how much the image-text cosine drops
 when the token is masked: what the model itself relies on), plus the rank correlation of GASS with that reference,
 and both AUROCs on colours alone (true colour words against planted wrong ones: the one kind of word a small model
-grounds, docs/quality.md). A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA, and whether GASS costs anything
-when there is no noise.
+grounds, docs/quality.md). A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA, and
+whether GASS costs anything when there is no noise.
 
 Targets: noise costs IRRA >= 5 R1; GA-DMS R1 >= IRRA R1 + 2 at the noise rate; AUROC >= 0.80; at noise 0
 GA-DMS R1 no lower than IRRA's by more than the larger of their stds.
