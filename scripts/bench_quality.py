@@ -1,29 +1,35 @@
 #!/usr/bin/env python
 """Retrieval-quality benchmark: CLIP vs IRRA vs GA-DMS on SynthPEDES with planted caption noise.
 
-    python scripts/bench_quality.py --quick --threads 2   # 1 seed: 606 s on 2 quiet CPU cores
-    python scripts/bench_quality.py --output quality.json --plot docs/quality.png   # 3 seeds: 3,270 s
+    python scripts/bench_quality.py --output quality.json --plot docs/quality.png   # 3 seeds (docs/quality.md)
+    python scripts/bench_quality.py --quick --threads 2                             # 1 seed, a smoke run
+    python scripts/bench_quality.py --merge a.json b.json --output quality.json     # recipe subsets run apart
 
 Every run starts from one shared warm start (the benchmark's stand-in for pretrained CLIP), trained once on a
-SynthPEDES draw with other identities the way `make demo` trains: the `small` preset, GA-DMS with InfoNCE and a
-learned similarity scale, eager attention, bfloat16 where the CPU computes it natively, AdamW with weight decay
-0.05, no random erasing (README "The embedded default"), but only 300 steps: like CLIP before person data, it
-knows little about pedestrians, so that what fine-tuning learns, and what caption noise costs it, shows. Each seed
-then draws the heads (MIM, ID) and the data order, the same for every recipe (the script checks a fingerprint of
-the towers), and fine-tunes on 1,000 identities whose every caption carries `confusable` noise (a wrong colour or
-garment, an absent bag or hat) with the paper's objectives at its fixed scale 50. Same data, same step budget.
+SynthPEDES draw of 3,000 other identities the way `make demo` trains and as long (940 steps): the `small`
+preset, GA-DMS with InfoNCE and a learned similarity scale, eager attention, bfloat16 where the hardware
+computes it natively, AdamW with weight decay 0.05, no random erasing (README "The embedded default"). Like
+pretrained CLIP it grounds what it has learnt to see (here colours, docs/quality.md) and retrieves well
+already, and fine-tuning on noisy captions still costs it against clean ones. `--warm-cache DIR` keeps it
+(safetensors, keyed by its settings, precision and torch version) for later runs. Each seed then draws the
+heads (MIM, ID) and the data order, the same for every recipe (the script checks a fingerprint of the towers),
+and fine-tunes on 1,000 identities whose every caption carries `confusable` noise (a wrong colour or garment,
+an absent bag or hat) with the paper's objectives at its fixed scale 50. Same data, same step budget.
 Recipes (`GADMSConfig.apply_recipe`): `clip` = InfoNCE; `irra` = SDM + random-15% MLM + ID; `gadms` = SDM on
 GASS-noise-suppressed text + GASS-guided MIM + ID; `gadms-oracle` = GA-DMS whose score bank holds the planted
-truth instead of GASS (the ceiling of the dual masking); with `--strong-noise-prob P`, `gadms-strong` and
-`gadms-oracle-strong` are the same with `noise_max_prob=P` (our option; the paper's 0.2 hides a token scored 0
-only 17.6 % of the time). Reported per recipe: mean and sample std over seeds of Rank-1 / mAP / mINP on the clean
-queries of the test split (`--split val`: the val split, which every setting here was chosen on); for GA-DMS, the
-AUROC of its GASS scores for telling attribute tokens (positive) from planted noise tokens (negative), the same
-with every clean word as positive, and the AUROC of an occlusion reference (how much the image-text cosine drops
-when the token is masked: what the model itself relies on), plus the rank correlation of GASS with that reference,
-and both AUROCs on colours alone (true colour words against planted wrong ones: the one kind of word a small model
-grounds, docs/quality.md). A second block trains IRRA and GA-DMS at noise rate 0: what the noise costs IRRA, and
-whether GASS costs anything when there is no noise.
+truth instead of GASS (the ceiling of the dual masking). Our options, as extra rows: with `--strong-noise-prob
+P`, `gadms-strong` and `gadms-oracle-strong` use `noise_max_prob=P` (the paper's 0.2 hides a token scored 0
+only 17.6 % of the time); with `--taylor`, `gadms-taylor` fills the bank with our token score
+(`token_score="occlusion_taylor"`, scaled per caption: the first-order drop of the match when the token is
+masked), noisy and clean; with `--colour-oracle`, `gadms-oracle-colours` is the oracle knowing only the planted
+wrong colours (what a score that reads colours, and nothing else, could give). Reported per recipe: mean and sample std over seeds of Rank-1 / mAP / mINP on the
+clean queries of the test split (`--split val`: the val split, which every setting here was chosen on); for
+GA-DMS rows, the AUROC of the bank's token scores for telling attribute tokens (positive) from planted noise
+tokens (negative), the same with every clean word as positive, and the AUROC of an occlusion reference (how
+much the image-text cosine drops when the token is masked: what the model itself relies on), plus the rank
+correlation of the scores with that reference, and both AUROCs on colours alone (true colour words against
+planted wrong ones). A second block trains IRRA and GA-DMS (and `--taylor`'s row) at noise rate 0: what the
+noise costs IRRA, and whether the masking costs anything when there is no noise.
 
 Targets: noise costs IRRA >= 5 R1; GA-DMS R1 >= IRRA R1 + 2 at the noise rate; AUROC >= 0.80; at noise 0
 GA-DMS R1 no lower than IRRA's by more than the larger of their stds.
@@ -32,10 +38,10 @@ GA-DMS R1 no lower than IRRA's by more than the larger of their stds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -48,13 +54,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import PrinterCallback, set_seed  # noqa: E402
 
 from gadms_hf import build_clip_tokenizer  # noqa: E402
 from gadms_hf.data.corpus import gallery_and_queries, load_corpus  # noqa: E402
-from gadms_hf.data.synth import NOISE_PROFILES, token_noise_flags  # noqa: E402
+from gadms_hf.data.synth import NOISE_PROFILES, colour_noise_spans, token_noise_flags  # noqa: E402
 from gadms_hf.evaluation.embedding import evaluate_retrieval  # noqa: E402
-from gadms_hf.evaluation.token_separation import HISTOGRAM_BINS, token_separation  # noqa: E402
+from gadms_hf.evaluation.plots import plot_quality_study  # noqa: E402
+from gadms_hf.evaluation.quality_study import (  # noqa: E402
+    CLEAN_RECIPES,
+    COLOURS,
+    NOISY_ORDER,
+    ORACLE,
+    RECIPES,
+    SEPARATION_KEYS,
+    STRONG,
+    TAYLOR,
+    base_recipe,
+    merge_results,
+    study_summary,
+)
+from gadms_hf.evaluation.token_separation import token_separation  # noqa: E402
 from gadms_hf.modeling_gadms import GADMSModel  # noqa: E402
 from gadms_hf.training.arguments import (  # noqa: E402
     CPU_REGIME_MODEL,
@@ -72,21 +93,6 @@ from gadms_hf.training.components import (  # noqa: E402
     prepare_train_dataset,
 )
 from gadms_hf.training.trainer import GADMSTrainer  # noqa: E402
-
-RECIPES = ("clip", "irra", "gadms")
-# GA-DMS with the score bank filled once with the planted truth (0 on noise tokens, 1 elsewhere) and never
-# updated: the most the paper's dual masking can give when the token scores are perfect.
-ORACLE = "gadms-oracle"
-CLEAN_RECIPES = ("irra", "gadms")
-# Our option (docs/method.md §5): the same recipe with a stronger suppression in the alignment copy. The paper's
-# noise_max_prob 0.2 hides a token scored 0 only 0.2 / (1 + e^-2) = 17.6 % of the time.
-STRONG = "-strong"
-METRICS = ("R1", "mAP", "mINP")
-TARGET_R1_GAIN = 2.0
-TARGET_AUROC = 0.80
-TARGET_NOISE_COST = 5.0
-SEPARATION_KEYS = ("auroc", "auroc_all_words", "occlusion_auroc", "colour_auroc", "colour_occlusion_auroc")
-OPTIONAL_KEYS = ("colour_auroc", "colour_occlusion_auroc")  # None when the scored captions hold no wrong colour
 
 
 @dataclass
@@ -111,13 +117,17 @@ class Setting:
     preset: str
     split: str
     strong_noise_prob: float | None
+    taylor: bool
+    colour_oracle: bool
     recipes: list[str] | None  # None: every recipe the other fields allow
 
 
 QUICK = dict(train_ids=1000, test_ids=100, steps=200, seeds=1, warm_ids=300, warm_steps=200)
-FULL = dict(train_ids=1000, test_ids=100, steps=300, seeds=3, warm_ids=300, warm_steps=300)
+FULL = dict(train_ids=1000, test_ids=100, steps=300, seeds=3, warm_ids=3000, warm_steps=940)
 WARM_CORPUS_SEED = 1  # SynthPEDES draw of the warm start; the benchmark's own splits use seed 0
 WARM_MODEL_SEED = 1000
+# Our option's fields (occlusion_taylor.py): the bank filled with the signed first-order masking effect, per caption.
+TAYLOR_OVERRIDES = ",token_score=occlusion_taylor,gass_normalization=sample"
 # The warm start's objective whatever the preset: the embedded default's (InfoNCE cannot collapse random towers).
 WARM_OVERRIDES = "contrastive_loss=infonce,learn_similarity_scale=True,similarity_scale=20.0"
 # The compared recipes start from aligned towers: the paper's contrastive terms at its fixed scale.
@@ -136,11 +146,6 @@ def init_fingerprint(model: GADMSModel) -> float:
     return total
 
 
-def base_recipe(recipe: str) -> str:
-    """`gadms-strong` -> `gadms`: the recipe a row runs, without our suppression option."""
-    return recipe.removesuffix(STRONG)
-
-
 def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, torch.Tensor] | None,
                 gass_layers: int | None = None, preset: str = "small",
                 strong_noise_prob: float | None = None) -> GADMSModel:
@@ -157,6 +162,8 @@ def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, t
                      "similarity_scale=50.0")
         if gass_layers is not None:
             overrides += f",gass_num_layers={gass_layers}"
+        if TAYLOR in name:
+            overrides += TAYLOR_OVERRIDES
         if name.endswith(STRONG):
             if strong_noise_prob is None:
                 raise ValueError(f"recipe {name!r} needs strong_noise_prob")
@@ -178,9 +185,13 @@ def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, t
     return model
 
 
-def oracle_scores(corpus, tokenizer) -> tuple[np.ndarray, torch.Tensor]:
-    """(caption ids, bank rows) that know the planted noise: 0 on noise tokens, 1 on every other position."""
-    rows = [1.0 - np.asarray(token_noise_flags(tokenizer, caption, spans), dtype=np.float32)
+def oracle_scores(corpus, tokenizer, colours_only: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """(caption ids, bank rows) that know the planted noise: 0 on noise tokens, 1 on every other position.
+
+    `colours_only`: 0 on the planted wrong colour words alone (`colour_noise_spans`), the rest of the noise at 1.
+    """
+    rows = [1.0 - np.asarray(token_noise_flags(tokenizer, caption, colour_noise_spans(caption, spans)
+                                               if colours_only else spans), dtype=np.float32)
             for caption, spans in zip(corpus["caption"], corpus["noise_spans"])]
     return np.asarray(corpus["caption_id"]), torch.from_numpy(np.stack(rows))
 
@@ -220,14 +231,50 @@ def loss_log(trainer: GADMSTrainer) -> list[dict[str, float]]:
     return [entry for entry in trainer.state.log_history if "loss" in entry]
 
 
-def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple[dict[str, torch.Tensor], dict]:
+def warm_cache_key(setting: Setting) -> str:
+    """What the warm start's weights depend on: its settings, the precision and torch's version."""
+    fields = {name: getattr(setting, name) for name in ("preset", "warm_ids", "warm_steps", "warm_learning_rate",
+                                                         "noise_rate", "noise_profile", "batch_size")}
+    fields.update(bf16=bool(cpu_regime_training()["bf16"]), torch=torch.__version__, seed=WARM_MODEL_SEED,
+                  corpus_seed=WARM_CORPUS_SEED, overrides=WARM_OVERRIDES)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_warm_cache(cache_dir: str, setting: Setting) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The cached warm start of these settings, or None. The report is written last, so its presence means
+    the weights beside it are complete."""
+    stem = os.path.join(cache_dir, f"warm-{warm_cache_key(setting)}")
+    if not os.path.exists(stem + ".json"):
+        return None
+    with open(stem + ".json", encoding="utf-8") as handle:
+        report = json.load(handle)
+    return load_file(stem + ".safetensors"), {**report, "cached": stem + ".safetensors"}
+
+
+def save_warm_cache(cache_dir: str, setting: Setting, towers: dict[str, torch.Tensor], report: dict) -> None:
+    """Weights, then report, each written to a temporary name and renamed: a killed run leaves no half entry."""
+    os.makedirs(cache_dir, exist_ok=True)
+    stem = os.path.join(cache_dir, f"warm-{warm_cache_key(setting)}")
+    partial = f"{stem}.{os.getpid()}.partial"
+    save_file({name: tensor.contiguous() for name, tensor in towers.items()}, partial)
+    os.replace(partial, stem + ".safetensors")
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(report, handle)
+    os.replace(partial, stem + ".json")
+
+
+def warm_start(setting: Setting, workdir: str, workers: int,
+               cache_dir: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Pretraining shared by every recipe and seed, as `make demo` trains: this benchmark's stand-in for CLIP.
 
     The paper fine-tunes from pretrained CLIP; from random weights the SDM recipes first collapse the
     embeddings (all cosines equal at the fixed scale 50) and a model at chance gives GASS nothing to read.
     The warm start sees its own SynthPEDES draw (corpus seed `WARM_CORPUS_SEED`: other identities than the
     benchmark's train and test splits) with the benchmark's noise rate, as web pretraining data is noisy.
+    With `cache_dir`, a warm start of the same settings is trained once and read back afterwards.
     """
+    if cache_dir is not None and (cached := load_warm_cache(cache_dir, setting)) is not None:
+        return cached
     start = time.time()
     set_seed(WARM_MODEL_SEED)
     model = build_model(ModelArguments(**{**CPU_REGIME_MODEL, "preset": setting.preset}, recipe="gadms",
@@ -236,20 +283,20 @@ def warm_start(setting: Setting, benchmark, workdir: str, workers: int) -> tuple
                          noise_rate=setting.noise_rate, noise_profile=setting.noise_profile, seed=WARM_CORPUS_SEED)
     trainer = train(model, corpus, setting.warm_steps, setting.warm_learning_rate, setting.batch_size,
                     WARM_MODEL_SEED, os.path.join(workdir, "warm-start"), workers)
-    metrics = evaluate_retrieval(model, trainer.processing_class, *benchmark, progress=False)
     towers = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TOWER_PREFIXES)}
     report = {"steps": setting.warm_steps, "identities": setting.warm_ids, "log_history": loss_log(trainer),
-              **{name: float(metrics[name]) for name in ("R1", "R5", "R10", "mAP", "mINP")},
               "seconds": time.time() - start}
+    if cache_dir is not None:
+        save_warm_cache(cache_dir, setting, towers, report)
     return towers, report
 
 
 def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setting, corpus, benchmark,
                        towers: dict[str, torch.Tensor] | None, workdir: str, workers: int,
-                       oracle: tuple[np.ndarray, torch.Tensor] | None = None) -> dict[str, Any]:
+                       oracles: dict[bool, tuple[np.ndarray, torch.Tensor]] | None = None) -> dict[str, Any]:
     """Fine-tune one recipe from the shared start, then evaluate retrieval (and token separation for GA-DMS).
 
-    `oracle` (the corpus's `oracle_scores`, computed once per corpus) is used by the `gadms-oracle` recipe only.
+    `oracles` (the corpus's `oracle_scores`, by `colours_only`, computed once per corpus) serve the oracle rows.
     """
     start = time.time()
     model = shared_init(recipe, seed, setting.train_ids, towers, setting.gass_layers, setting.preset,
@@ -257,12 +304,12 @@ def train_and_evaluate(recipe: str, seed: int, noise_rate: float, setting: Setti
     fingerprint = init_fingerprint(model)
     trainer = train(model, corpus, setting.steps, setting.learning_rate, setting.batch_size, seed,
                     os.path.join(workdir, f"{recipe}-noise{noise_rate}-seed{seed}"), workers,
-                    oracle=oracle if base_recipe(recipe) == ORACLE else None)
+                    oracle=oracles[COLOURS in recipe] if base_recipe(recipe) == ORACLE else None)
     processor = trainer.processing_class
     metrics = evaluate_retrieval(model, processor, *benchmark, progress=False)
     row: dict[str, Any] = {
         "recipe": recipe, "seed": seed, "noise_rate": noise_rate, "init_fingerprint": fingerprint,
-        "noise_max_prob": model.config.noise_max_prob,
+        "noise_max_prob": model.config.noise_max_prob, "token_score": model.config.token_score,
         "log_history": loss_log(trainer),
         **{name: float(metrics[name]) for name in ("R1", "R5", "R10", "mAP", "mINP")},
     }
@@ -279,119 +326,18 @@ def noisy_recipes(setting: Setting) -> tuple[str, ...]:
     recipes = RECIPES + ((ORACLE,) if setting.oracle else ())
     if setting.strong_noise_prob is not None:
         recipes += ("gadms" + STRONG,) + ((ORACLE + STRONG,) if setting.oracle else ())
+    if setting.colour_oracle:
+        recipes += (ORACLE + COLOURS,) + ((ORACLE + COLOURS + STRONG,) if setting.strong_noise_prob is not None else ())
+    if setting.taylor:
+        recipes += ("gadms" + TAYLOR,) + (("gadms" + TAYLOR + STRONG,) if setting.strong_noise_prob is not None else ())
     if setting.recipes is not None:
         recipes = tuple(recipe for recipe in recipes if recipe in setting.recipes)
     return recipes
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
-
-
-def aggregate(rows: list[dict[str, Any]], noise_rate: float, recipes: tuple[str, ...]) -> dict[str, dict]:
-    """recipe -> metric -> {mean, std, min, max, n} over seeds."""
-    out = {}
-    for recipe in recipes:
-        mine = [r for r in rows if r["recipe"] == recipe and r["noise_rate"] == noise_rate]
-        keys = METRICS + (SEPARATION_KEYS if base_recipe(recipe) == "gadms" and noise_rate > 0 else ())
-        # a colour AUROC is None where the scored captions held no wrong colour: summarise the runs that have one
-        # (the cell then shows how many); every other key must be in every run
-        values = {key: [r[key] for r in mine if key not in OPTIONAL_KEYS or r[key] is not None] for key in keys}
-        out[recipe] = {key: summarise(found) for key, found in values.items() if found}
-    return out
-
-
-def check_targets(noisy: dict[str, dict], clean: dict[str, dict] | None) -> dict[str, dict[str, Any]]:
-    """Each target whose recipes ran: value, target and whether it is met."""
-    def r1(block: dict[str, dict] | None, recipe: str) -> float | None:
-        return block[recipe]["R1"]["mean"] if block and recipe in block else None
-
-    def row(value: float, target: float, text: str | None = None) -> dict[str, Any]:
-        return {"value": value, "target": text or f">= {target}", "met": value >= target}
-
-    targets = {}
-    if r1(noisy, "gadms") is not None and r1(noisy, "irra") is not None:
-        targets["r1_gain_over_irra"] = row(r1(noisy, "gadms") - r1(noisy, "irra"), TARGET_R1_GAIN)
-    if "gadms" in noisy:
-        targets["gass_auroc"] = row(noisy["gadms"]["auroc"]["mean"], TARGET_AUROC)
-    if r1(noisy, "gadms" + STRONG) is not None and r1(noisy, "irra") is not None:
-        targets["strong_r1_gain_over_irra"] = row(r1(noisy, "gadms" + STRONG) - r1(noisy, "irra"), TARGET_R1_GAIN)
-    if r1(clean, "irra") is not None and r1(noisy, "irra") is not None:
-        targets["noise_cost_irra"] = row(r1(clean, "irra") - r1(noisy, "irra"), TARGET_NOISE_COST)
-    if clean is not None:
-        loss = r1(clean, "irra") - r1(clean, "gadms")
-        spread = max(clean["irra"]["R1"]["std"], clean["gadms"]["R1"]["std"])
-        targets["clean_r1_loss"] = {"value": loss, "target": f"<= spread ({spread:.2f})", "met": loss <= spread}
-    return targets
-
-
-def format_table(noisy: dict[str, dict], clean: dict[str, dict] | None, noise_rate: float,
-                 warm: dict[str, Any] | None) -> str:
-    """Markdown: one line per (noise rate, recipe), mean ± std over seeds; the warm start on top."""
-    def cell(stats: dict[str, float], digits: int = 2) -> str:
-        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-    lines = ["| noise | recipe | R1 | mAP | mINP | GASS AUROC attr/noise | GASS AUROC all words | occlusion AUROC "
-             "| GASS AUROC colours | occlusion AUROC colours |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    if warm is not None:
-        separation = warm["separation"]
-        lines.append(f"| {noise_rate:g} | warm start (before fine-tuning) | {warm['R1']:.2f} | {warm['mAP']:.2f} | "
-                     f"{warm['mINP']:.2f} | " + " | ".join("-" if separation.get(k) is None else f"{separation[k]:.3f}"
-                                                           for k in SEPARATION_KEYS) + " |")
-    for block, rate in ((noisy, noise_rate), (clean, 0.0)):
-        for recipe, stats in (block or {}).items():
-            runs = stats["R1"]["n"]
-            aucs = [("-" if key not in stats else cell(stats[key], 3)
-                     + (f" (n={stats[key]['n']})" if stats[key]["n"] < runs else "")) for key in SEPARATION_KEYS]
-            lines.append(f"| {rate:g} | {recipe} | " + " | ".join(cell(stats[m]) for m in METRICS) + " | "
-                         + " | ".join(aucs) + " |")
-    return "\n".join(lines)
-
-
-def plot_study(result: dict[str, Any], path: str) -> None:
-    """Left: R1 of every run (dots) and each recipe's mean ± std; right: GA-DMS's GASS score histograms.
-
-    A reader sees at once whether the recipes' seed spreads overlap, and whether GASS puts noise tokens
-    lower than attribute tokens (two overlapping histograms: it does not).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    setting, runs, summary = result["setting"], result["runs"], result["summary"]
-    blocks = [(setting["noise_rate"], tuple(summary["noisy"]))]  # the summary keeps the table's row order
-    if summary["clean"]:
-        blocks.append((0.0, tuple(summary["clean"])))
-    figure = Figure(figsize=(11, 4.2), dpi=110)
-    FigureCanvasAgg(figure)
-    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
-    labels = []
-    for rate, recipes in blocks:
-        for recipe in recipes:
-            values = [r["R1"] for r in runs if r["recipe"] == recipe and r["noise_rate"] == rate]
-            x = len(labels)
-            left.scatter([x] * len(values), values, s=18, color="#64748b", zorder=3)
-            left.errorbar([x], [statistics.fmean(values)], yerr=[statistics.stdev(values) if len(values) > 1 else 0],
-                          fmt="_", markersize=22, capsize=5, color="#dc2626" if rate else "#2563eb", zorder=4)
-            labels.append(f"{recipe}\nnoise {rate:g}")
-    left.set_xticks(range(len(labels)), labels, fontsize=7)
-    left.set_ylabel(f"R1 on SynthPEDES {setting['split']} (%)")
-    left.set_title(f"{len(setting['seeds'])} seed(s): dots = runs, bars = mean ± std", fontsize=9)
-    left.grid(axis="y", alpha=0.3)
-    gass = [r["gass"] for r in runs if r["recipe"] == "gadms" and "gass" in r]
-    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    for kind, colour in (("attribute", "#16a34a"), ("noise", "#dc2626")):
-        counts = np.sum([g["histograms"][kind] for g in gass], axis=0) if gass else np.zeros(HISTOGRAM_BINS)
-        share = counts / max(counts.sum(), 1)
-        right.stairs(share, edges, color=colour, linewidth=1.8, label=f"{kind} tokens ({int(counts.sum())})")
-    aurocs = ", ".join(f"{g['auroc']:.3f}" for g in gass)
-    right.set_title(f"GA-DMS GASS scores after fine-tuning\nAUROC attribute vs noise per seed: {aurocs}", fontsize=9)
-    right.set_xlabel("GASS score")
-    right.set_ylabel("share of tokens")
-    right.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
+def clean_recipes(setting: Setting) -> tuple[str, ...]:
+    """The recipes run at noise 0: IRRA, GA-DMS and our option's rows, whichever are among the noisy ones."""
+    return CLEAN_RECIPES + tuple(name for name in noisy_recipes(setting) if TAYLOR in name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -423,6 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strong-noise-prob", type=float, default=None,
                         help="Also run GA-DMS (and its oracle) with noise_max_prob set to this (our option; the "
                         "paper's 0.2 hides a token scored 0 only 17.6%% of the time).")
+    parser.add_argument("--taylor", action="store_true",
+                        help="Also run GA-DMS with our token score (token_score=occlusion_taylor, scaled per caption), "
+                        "noisy and clean, and with --strong-noise-prob its strong row.")
+    parser.add_argument("--colour-oracle", action="store_true",
+                        help=f"Also run {ORACLE + COLOURS!r}: the oracle bank with only the planted wrong colours at "
+                        "0 (what a score that reads colours alone could give), and its strong row.")
     parser.add_argument("--recipes", default=None,
                         help="Comma-separated subset of the noisy rows to run (e.g. irra,gadms-strong); default all.")
     parser.add_argument("--plot", default=None, help="Write a PNG: R1 per recipe over seeds, GASS score histograms.")
@@ -431,8 +383,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: on a shared 2-core machine more threads wait on each other).")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0 or 2).")
+    parser.add_argument("--warm-cache", default=None,
+                        help="Folder for warm starts: trained once per setting (and torch version, precision), "
+                        "read back by later runs. Delete it after changing the code that trains them.")
     parser.add_argument("--workdir", default=None, help="Where score banks go (default: a temporary folder).")
     parser.add_argument("--output", default=None, help="Write every run and the summary as JSON here.")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="Train nothing: merge the --output files of studies with the same settings and warm "
+                        "start (e.g. recipe subsets run side by side) into one table, --output and --plot.")
     return parser.parse_args(argv)
 
 
@@ -448,18 +406,23 @@ def make_setting(args: argparse.Namespace) -> Setting:
         warm_steps=base["warm_steps"] if args.warm_steps is None else args.warm_steps,
         warm_learning_rate=args.warm_learning_rate, oracle=not args.no_oracle,
         gass_layers=args.gass_layers, preset=args.preset, split=args.split,
-        strong_noise_prob=args.strong_noise_prob,
+        strong_noise_prob=args.strong_noise_prob, taylor=args.taylor,
+        colour_oracle=args.colour_oracle,
         recipes=None if args.recipes is None else [name.strip() for name in args.recipes.split(",") if name.strip()],
     )
     if setting.strong_noise_prob is not None and not 0.0 <= setting.strong_noise_prob <= 1.0:
         raise ValueError(f"--strong-noise-prob={setting.strong_noise_prob} must be a probability in [0, 1]")
     if setting.recipes is not None:
-        known = RECIPES + (ORACLE, "gadms" + STRONG, ORACLE + STRONG)
+        known = NOISY_ORDER
         unknown = [name for name in setting.recipes if name not in known]
         if unknown or not setting.recipes:
             raise ValueError(f"--recipes={args.recipes!r}: expected a comma-separated subset of {known}")
         if any(name.endswith(STRONG) for name in setting.recipes) and setting.strong_noise_prob is None:
             raise ValueError("--recipes names a '-strong' row: give --strong-noise-prob too")
+        if any(TAYLOR in name for name in setting.recipes) and not setting.taylor:
+            raise ValueError("--recipes names a '-taylor' row: give --taylor too")
+        if any(COLOURS in name for name in setting.recipes) and not setting.colour_oracle:
+            raise ValueError("--recipes names a '-colours' row: give --colour-oracle too")
     if setting.warm_steps < 0:
         raise ValueError(f"--warm-steps={setting.warm_steps} must be >= 0")
     if not 0.0 < setting.noise_rate <= 1.0:
@@ -472,6 +435,8 @@ def make_setting(args: argparse.Namespace) -> Setting:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.output, args.plot)
     setting = make_setting(args)
     torch.set_num_threads(args.threads)
     logging.getLogger("gadms_hf").setLevel(logging.WARNING)
@@ -489,23 +454,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workdir = args.workdir or scratch
         towers = None
         if setting.warm_steps:
-            towers, warm = warm_start(setting, benchmark, workdir, args.workers)
+            towers, warm = warm_start(setting, workdir, args.workers, args.warm_cache)
             noisy_corpus = load_training_corpus(DataArguments(synth_noise_rate=setting.noise_rate, **sizes))
             probe = shared_init("gadms", 0, setting.train_ids, towers, setting.gass_layers, setting.preset)
-            warm["separation"] = token_separation(probe, build_processor(ModelArguments(), probe.config),
-                                                  noisy_corpus, setting.auroc_captions)
+            processor = build_processor(ModelArguments(), probe.config)
+            metrics = evaluate_retrieval(probe, processor, *benchmark, progress=False)
+            warm.update({name: float(metrics[name]) for name in ("R1", "R5", "R10", "mAP", "mINP")})
+            warm["separation"] = token_separation(probe, processor, noisy_corpus, setting.auroc_captions)
             print(f"  warm start: {setting.warm_steps} steps, R1={warm['R1']:.2f} mAP={warm['mAP']:.2f} "
                   f"AUROC={warm['separation']['auroc']:.3f} occlusion AUROC="
-                  f"{warm['separation']['occlusion_auroc']:.3f} ({warm['seconds']:.0f} s)", flush=True)
+                  f"{warm['separation']['occlusion_auroc']:.3f} ("
+                  + (f"read from {warm['cached']}" if "cached" in warm else f"{warm['seconds']:.0f} s") + ")",
+                  flush=True)
         for rate in rates:
             corpus = load_training_corpus(DataArguments(synth_noise_rate=rate, **sizes))
-            oracle = None
-            if rate > 0 and any(base_recipe(name) == ORACLE for name in noisy_recipes(setting)):
-                oracle = oracle_scores(corpus, build_clip_tokenizer())
+            oracles = {}
+            if rate > 0:
+                for colours_only in {COLOURS in name for name in noisy_recipes(setting) if base_recipe(name) == ORACLE}:
+                    oracles[colours_only] = oracle_scores(corpus, build_clip_tokenizer(), colours_only)
             for seed in setting.seeds:
-                for recipe in noisy_recipes(setting) if rate > 0 else CLEAN_RECIPES:
+                for recipe in noisy_recipes(setting) if rate > 0 else clean_recipes(setting):
                     row = train_and_evaluate(recipe, seed, rate, setting, corpus, benchmark, towers, workdir,
-                                             args.workers, oracle)
+                                             args.workers, oracles)
                     rows.append(row)
                     print(f"  noise={rate:g} seed={seed} {recipe:19s} R1={row['R1']:.2f} mAP={row['mAP']:.2f} "
                           f"mINP={row['mINP']:.2f}" + (f" AUROC={row['auroc']:.3f}" if "auroc" in row else "")
@@ -515,25 +485,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prints = {r["init_fingerprint"] for r in rows if r["seed"] == seed}
         if len(prints) != 1:
             raise RuntimeError(f"seed {seed}: recipes started from different weights ({sorted(prints)})")
-    noisy = aggregate(rows, setting.noise_rate, noisy_recipes(setting))
-    clean = aggregate(rows, 0.0, CLEAN_RECIPES) if setting.clean_row else None
-    targets = check_targets(noisy, clean)
-    wall = time.time() - start
-    table = format_table(noisy, clean, setting.noise_rate, warm)
-    print(f"\nSynthPEDES ({setting.noise_profile} noise), {setting.train_ids} train / {setting.test_ids} "
-          f"{setting.split} identities, {setting.steps} steps x "
-          f"batch {setting.batch_size}, {len(setting.seeds)} seed(s), mean ± std ({wall:.0f} s wall):")
-    print(table)
-    for name, target in targets.items():
+    result = {"setting": vars(setting), "warm_start": warm, "runs": rows, "wall_seconds": time.time() - start,
+              "torch_threads": args.threads}
+    result.update(study_summary(rows, setting.noise_rate, setting.clean_row, warm))
+    return report(result, args.output, args.plot)
+
+
+def report(result: dict[str, Any], output: str | None, plot: str | None) -> dict[str, Any]:
+    """Print the table and the targets; write the JSON and the picture where asked."""
+    setting = result["setting"]
+    print(f"\nSynthPEDES ({setting['noise_profile']} noise), {setting['train_ids']} train / {setting['test_ids']} "
+          f"{setting['split']} identities, {setting['steps']} steps x batch {setting['batch_size']}, "
+          f"{len(setting['seeds'])} seed(s), mean ± std ({result['wall_seconds']:.0f} s of runs):")
+    print(result["table"])
+    for name, target in result["targets"].items():
         print(f"  {name}: {target['value']:.3f} (target {target['target']}): {'met' if target['met'] else 'MISSED'}")
-    result = {"setting": vars(setting), "warm_start": warm, "runs": rows, "summary": {"noisy": noisy, "clean": clean},
-              "targets": targets, "table": table, "wall_seconds": wall, "torch_threads": args.threads}
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)
-    if args.plot:
-        plot_study(result, args.plot)
+    if plot:
+        plot_quality_study(result, plot)
     return result
+
+
+def merge(paths: list[str], output: str | None, plot: str | None) -> dict[str, Any]:
+    """`--merge`: one table from studies of the same settings run side by side (see quality_study.merge_results)."""
+    results = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            results.append(json.load(handle))
+    return report(merge_results(results, paths), output, plot)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from gadms_hf.data.synth import COLOUR_WORDS
+from gadms_hf.evaluation.quality_study import aggregate, format_table
 from gadms_hf.evaluation.token_separation import auroc, spearman
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality.py"
@@ -59,6 +62,20 @@ def test_oracle_scores_are_zero_exactly_on_planted_noise(bench):
         zeroed = [token for token, score in zip(ids, row.tolist()) if score == 0.0]
         assert tokenizer.decode(zeroed).split() == " ".join(caption[a:b] for a, b in spans).lower().split()
         assert set(row.tolist()) <= {0.0, 1.0}
+    # The colour oracle zeroes the planted wrong colour words and nothing else (a subset of the full oracle's).
+    corpus = load_corpus("synth-pedes", split="train", num_train_ids=6, num_test_ids=2, noise_rate=1.0,
+                         noise_profile="confusable")
+    _, full = bench.oracle_scores(corpus, tokenizer)
+    _, colours = bench.oracle_scores(corpus, tokenizer, colours_only=True)
+    assert torch.all(colours >= full) and (colours == 0).sum() < (full == 0).sum()
+    wrong = 0
+    for row, caption, spans in zip(colours, corpus["caption"], corpus["noise_spans"]):
+        ids = tokenizer(caption, padding="max_length", max_length=77, truncation=True)["input_ids"]
+        zeroed = tokenizer.decode([token for token, score in zip(ids, row.tolist()) if score == 0.0]).split()
+        assert zeroed == [caption[a:b].lower() for a, b in bench.colour_noise_spans(caption, spans)]
+        assert all(word in COLOUR_WORDS for word in zeroed)
+        wrong += len(zeroed)
+    assert wrong > 0
 
 
 def test_tiny_run_writes_every_recipe(bench, tmp_path):
@@ -133,20 +150,31 @@ def test_strong_suppression_rows_on_val_with_plot(bench, tmp_path, capsys):
     output, picture = tmp_path / "quality.json", tmp_path / "quality.png"
     bench.main(["--train-ids", "16", "--test-ids", "6", "--steps", "2", "--seeds", "1", "--batch-size", "8",
                 "--warm-steps", "2", "--warm-ids", "8", "--auroc-captions", "16", "--threads", "1",
-                "--no-clean-row", "--strong-noise-prob", "1.0", "--split", "val",
+                "--no-clean-row", "--strong-noise-prob", "1.0", "--split", "val", "--colour-oracle",
                 "--workdir", str(tmp_path), "--output", str(output), "--plot", str(picture)])
     result = json.loads(output.read_text())
     assert list(result["summary"]["noisy"]) == ["clip", "irra", "gadms", "gadms-oracle", "gadms-strong",
-                                                "gadms-oracle-strong"]
+                                                "gadms-oracle-strong", "gadms-oracle-colours",
+                                                "gadms-oracle-colours-strong"]
     probs = {run["recipe"]: run["noise_max_prob"] for run in result["runs"]}
     assert probs == {"clip": 0.2, "irra": 0.2, "gadms": 0.2, "gadms-oracle": 0.2, "gadms-strong": 1.0,
-                     "gadms-oracle-strong": 1.0}
+                     "gadms-oracle-strong": 1.0, "gadms-oracle-colours": 0.2, "gadms-oracle-colours-strong": 1.0}
+    # the colour oracle's bank holds the colour truth after training (GASS never overwrote it)
+    from gadms_hf.data.corpus import load_corpus
+    from gadms_hf.data.score_bank import TokenScoreBank
+    from gadms_hf.tokenizer import build_clip_tokenizer
+
+    corpus = load_corpus("synth-pedes", split="train", num_train_ids=16, num_test_ids=6, noise_rate=1.0,
+                         noise_profile="confusable")
+    caption_ids, truth = bench.oracle_scores(corpus, build_clip_tokenizer(), colours_only=True)
+    bank = TokenScoreBank.open(tmp_path / "gadms-oracle-colours-noise1.0-seed0" / "_score_bank", readonly=True)
+    assert np.array_equal(bank.read(caption_ids).float().numpy(), truth.numpy())
     assert result["setting"]["split"] == "val" and "16 train / 6 val identities" in capsys.readouterr().out
     assert "auroc" in result["summary"]["noisy"]["gadms-strong"]
     from PIL import Image
 
     with Image.open(picture) as image:
-        assert image.format == "PNG" and image.size == (1210, 462)
+        assert image.format == "PNG" and image.size[0] > 2 * image.size[1] > 600  # two panels side by side
     with pytest.raises(ValueError, match="--strong-noise-prob=1.5"):
         bench.make_setting(bench.parse_args(["--strong-noise-prob", "1.5"]))
     with pytest.raises(ValueError, match="give --strong-noise-prob too"):
@@ -155,6 +183,63 @@ def test_strong_suppression_rows_on_val_with_plot(bench, tmp_path, capsys):
         bench.make_setting(bench.parse_args(["--recipes", "irra,sdm"]))
     assert bench.noisy_recipes(bench.make_setting(bench.parse_args(
         ["--recipes", "gadms-oracle-strong,irra", "--strong-noise-prob", "1"]))) == ("irra", "gadms-oracle-strong")
+    assert bench.noisy_recipes(bench.make_setting(bench.parse_args(
+        ["--colour-oracle", "--strong-noise-prob", "1", "--no-oracle"])))[-2:] == (
+        "gadms-oracle-colours", "gadms-oracle-colours-strong")
+    with pytest.raises(ValueError, match="give --colour-oracle too"):
+        bench.make_setting(bench.parse_args(["--recipes", "irra,gadms-oracle-colours"]))
+
+
+def test_warm_cache_our_token_score_rows_and_merge(bench, tmp_path, capsys):
+    """`--warm-cache` trains the warm start once and reads it back (same towers, no half-written entry);
+    `--taylor` adds GA-DMS with our token score, noisy and clean, with its own target rows; `--merge` makes one
+    study of recipe subsets run apart, and refuses files that do not belong together."""
+    cache, outputs = tmp_path / "cache", [tmp_path / "first.json", tmp_path / "second.json"]
+    common = ["--train-ids", "16", "--test-ids", "6", "--steps", "2", "--seeds", "1", "--batch-size", "8",
+              "--warm-steps", "2", "--warm-ids", "8", "--auroc-captions", "16", "--threads", "1", "--no-oracle",
+              "--warm-cache", str(cache), "--workdir", str(tmp_path)]
+    argv = [*common, "--taylor", "--recipes", "irra,gadms-taylor"]
+    first = bench.main([*argv, "--output", str(outputs[0])])
+    assert "read from" not in capsys.readouterr().out
+    assert sorted(path.suffix for path in cache.iterdir()) == [".json", ".safetensors"]
+    second = bench.main([*common, "--recipes", "clip", "--no-clean-row", "--output", str(outputs[1])])
+    assert "read from" in capsys.readouterr().out and second["warm_start"]["cached"]
+    assert second["runs"][0]["init_fingerprint"] == first["runs"][0]["init_fingerprint"]
+    assert second["warm_start"]["R1"] == first["warm_start"]["R1"]
+    assert list(first["summary"]["noisy"]) == ["irra", "gadms-taylor"]
+    assert list(first["summary"]["clean"]) == ["irra", "gadms", "gadms-taylor"]
+    scores = {(run["recipe"], run["noise_rate"]): run["token_score"] for run in first["runs"]}
+    assert scores[("gadms-taylor", 1.0)] == scores[("gadms-taylor", 0.0)] == "occlusion_taylor"
+    assert scores[("gadms", 0.0)] == "gass"
+    assert 0.0 <= first["summary"]["noisy"]["gadms-taylor"]["auroc"]["mean"] <= 1.0
+    assert {"r1_gain_over_irra:gadms-taylor", "gass_auroc:gadms-taylor", "clean_r1_loss",
+            "clean_r1_loss:gadms-taylor", "noise_cost_irra"} == set(first["targets"])
+    setting = bench.make_setting(bench.parse_args(argv))
+    longer = bench.make_setting(bench.parse_args([*argv, "--warm-steps", "3"]))
+    assert bench.warm_cache_key(setting) != bench.warm_cache_key(longer)
+    with pytest.raises(ValueError, match="give --taylor too"):
+        bench.make_setting(bench.parse_args(["--recipes", "irra,gadms-taylor"]))
+
+    merged_path = tmp_path / "merged.json"
+    picture = tmp_path / "merged.png"
+    merged = bench.main(["--merge", str(outputs[1]), str(outputs[0]), "--output", str(merged_path),
+                         "--plot", str(picture)])
+    from PIL import Image
+
+    with Image.open(picture) as image:  # GASS and our score's histograms beside the R1 of all six rows
+        assert image.format == "PNG" and image.size[0] > 2 * image.size[1]
+    assert list(merged["summary"]["noisy"]) == ["clip", "irra", "gadms-taylor"]
+    assert list(merged["summary"]["clean"]) == ["irra", "gadms", "gadms-taylor"]
+    assert merged["summary"]["noisy"]["clip"] == second["summary"]["noisy"]["clip"]
+    assert merged["summary"]["clean"] == first["summary"]["clean"]
+    assert json.loads(merged_path.read_text())["table"] == merged["table"] and "| 1 | clip |" in merged["table"]
+    with pytest.raises(ValueError, match="also in"):
+        bench.main(["--merge", str(outputs[0]), str(outputs[0])])
+    other = json.loads(outputs[1].read_text())
+    other["setting"]["steps"] = 3
+    outputs[1].write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="second.json: setting steps=3 differs"):
+        bench.main(["--merge", str(outputs[0]), str(outputs[1])])
 
 
 def test_missing_colour_auroc_is_summarised_over_the_runs_that_have_one(bench):
@@ -165,17 +250,36 @@ def test_missing_colour_auroc_is_summarised_over_the_runs_that_have_one(bench):
                 "auroc": 0.6, "auroc_all_words": 0.55, "occlusion_auroc": 0.65, "colour_auroc": colour,
                 "colour_occlusion_auroc": None}
 
-    noisy = bench.aggregate([run(0, 0.7), run(1, None), run(2, 0.8)], 1.0, ("gadms",))
+    noisy = aggregate([run(0, 0.7), run(1, None), run(2, 0.8)], 1.0, ("gadms",))
     assert noisy["gadms"]["R1"]["n"] == 3 and noisy["gadms"]["colour_auroc"]["n"] == 2
     assert noisy["gadms"]["colour_auroc"]["mean"] == pytest.approx(0.75)
     assert "colour_occlusion_auroc" not in noisy["gadms"]
-    line = bench.format_table(noisy, None, 1.0, None).splitlines()[-1]
+    line = format_table(noisy, None, 1.0, None).splitlines()[-1]
     assert line.endswith("| 0.750 ± 0.071 (n=2) | - |"), line
     warm = {"R1": 5.0, "mAP": 9.0, "mINP": 3.0,
             "separation": {"auroc": 0.5, "auroc_all_words": 0.5, "occlusion_auroc": 0.5, "colour_auroc": None,
                            "colour_occlusion_auroc": 0.6}}
-    assert "| 0.500 | - | 0.600 |" in bench.format_table(noisy, None, 1.0, warm).splitlines()[2]
+    assert "| 0.500 | - | 0.600 |" in format_table(noisy, None, 1.0, warm).splitlines()[2]
     broken = run(0, 0.7)
     broken["auroc"] = None
     with pytest.raises(TypeError):
-        bench.aggregate([broken], 1.0, ("gadms",))
+        aggregate([broken], 1.0, ("gadms",))
+
+
+def test_paired_gains_subtract_irra_of_the_same_seed():
+    """The per-seed difference cancels what a seed does to every recipe alike; rows without an IRRA twin of
+    their seed are left out, and IRRA itself gets no row."""
+    from gadms_hf.evaluation.quality_study import paired_gains, study_summary
+
+    def run(recipe: str, seed: int, r1: float, rate: float = 1.0) -> dict:
+        return {"recipe": recipe, "seed": seed, "noise_rate": rate, "R1": r1, "mAP": r1, "mINP": r1}
+
+    rows = [run("irra", 0, 50.0), run("irra", 1, 60.0), run("clip", 0, 53.0), run("clip", 1, 61.0),
+            run("clip", 2, 99.0), run("irra", 0, 70.0, 0.0), run("gadms", 0, 69.0, 0.0)]
+    gains = paired_gains(rows, 1.0, ("clip", "irra"))
+    assert list(gains) == ["clip"] and gains["clip"]["per_seed"] == [3.0, 1.0]
+    assert gains["clip"]["mean"] == 2.0 and gains["clip"]["std"] == pytest.approx(2 ** 0.5)
+    summary = study_summary(rows, 1.0, True, None)
+    assert summary["summary"]["paired_gain_over_irra"]["0.0"]["gadms"]["per_seed"] == [-1.0]
+    assert "| 1 | clip | +3.00, +1.00 | +2.00 ± 1.41 |" in summary["table"]
+    assert "| 0 | gadms | -1.00 | -1.00 ± 0.00 |" in summary["table"]

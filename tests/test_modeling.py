@@ -31,7 +31,8 @@ def test_save_load_round_trip_through_auto_classes(tmp_path, tiny_model, process
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_gadms.GADMSModel"
-    for name in ("modeling_gadms.py", "configuration_gadms.py", "gass.py", "cross_modal.py", "losses.py"):
+    for name in ("modeling_gadms.py", "configuration_gadms.py", "gass.py", "occlusion_taylor.py", "cross_modal.py",
+                 "losses.py"):
         assert (tmp_path / name).is_file(), name
 
 

@@ -17,6 +17,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
 
 GASS_NORMALIZATIONS = ("batch", "sample")
+TOKEN_SCORES = ("gass", "occlusion_taylor")
 MAX_SIMILARITY_SCALE = 100.0  # CLIP's clamp of its learned logit scale
 _CONTRASTIVE = ("sdm", "infonce")
 MASKING_MODES = ("gass", "random", "none")
@@ -119,6 +120,11 @@ class GADMSConfig(PreTrainedConfig, MaskingParams):
         use_gass (`bool`, *optional*, defaults to `True`):
             Compute GASS token scores in training steps (§3), which the trainer writes to the score
             bank. Off in the IRRA and CLIP recipes; `masking="gass"` needs it.
+        token_score (`str`, *optional*, defaults to `"gass"`):
+            What fills the score bank: `"gass"`, the paper's gradient-attention score (§3), or
+            `"occlusion_taylor"` (ours, `occlusion_taylor.py`): the signed first-order drop of the
+            image-text cosine when the token becomes `<|mask|>`, min-max scaled over
+            `gass_normalization`'s range with no ReLU, so words the image contradicts score lowest.
         gass_num_layers (`int`, *optional*, defaults to 8):
             How many of the last text layers GASS sums over: the paper's 8 of 12. In [1, number of
             text layers].
@@ -200,6 +206,7 @@ class GADMSConfig(PreTrainedConfig, MaskingParams):
 
     # GASS (§3); the score bank and dual masking (§4-5) are MaskingParams' fields
     use_gass: bool = True
+    token_score: str = "gass"
     gass_num_layers: int = 8
     gass_normalization: str = "batch"
     gass_pool_windows: list[int] | tuple[int, ...] = (1, 2)
@@ -255,6 +262,8 @@ class GADMSConfig(PreTrainedConfig, MaskingParams):
         self.check_masking()
         if self.gass_normalization not in GASS_NORMALIZATIONS:
             raise ValueError(f"gass_normalization={self.gass_normalization!r} must be one of {GASS_NORMALIZATIONS}")
+        if self.token_score not in TOKEN_SCORES:
+            raise ValueError(f"token_score={self.token_score!r} must be one of {TOKEN_SCORES}")
         if self.contrastive_loss not in _CONTRASTIVE:
             raise ValueError(f"contrastive_loss={self.contrastive_loss!r} must be one of {_CONTRASTIVE}")
         if self.masking == "gass" and not self.use_gass:
@@ -344,4 +353,7 @@ class GADMSConfig(PreTrainedConfig, MaskingParams):
         return cls(**defaults)
 
 
-__all__ = ["GADMSConfig", "GASS_NORMALIZATIONS", "MASKING_MODES", "MAX_SIMILARITY_SCALE", "MaskingParams", "image_hw"]
+__all__ = [
+    "GADMSConfig", "GASS_NORMALIZATIONS", "MASKING_MODES", "MAX_SIMILARITY_SCALE", "MaskingParams", "TOKEN_SCORES",
+    "image_hw",
+]

@@ -30,6 +30,7 @@ from .cross_modal import GADMSCrossModalHead
 from .gass import GASSScorer
 from .losses import gather_with_grad, global_identities, id_loss, infonce_loss, sdm_loss
 from .model_dir import check_model_dir
+from .occlusion_taylor import OcclusionTaylorScorer
 
 
 @dataclass
@@ -196,7 +197,11 @@ class GADMSModel(GADMSPreTrainedModel):
             self.classifier.init_std = 0.001
         # Learned (log) similarity scale, for randomly initialised towers; the paper fixes it at 50.
         self.logit_scale = nn.Parameter(torch.empty(())) if config.learn_similarity_scale else None
-        self.gass = GASSScorer(config.gass_num_layers, config.gass_normalization, config.gass_pool_windows)
+        self.gass = (
+            GASSScorer(config.gass_num_layers, config.gass_normalization, config.gass_pool_windows)
+            if config.token_score == "gass"
+            else OcclusionTaylorScorer(config.mask_token_id, config.gass_normalization)
+        )
         self.post_init()
 
     # ----------------------------------------------------------------- embeddings

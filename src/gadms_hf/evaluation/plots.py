@@ -203,4 +203,54 @@ def plot_retrieval_grid(
     return _save(figure, path)
 
 
-__all__ = ["plot_gass_heatmap", "plot_retrieval_grid"]
+def plot_quality_study(result: dict[str, Any], path: str | Path) -> Path:
+    """A quality study (`scripts/bench_quality.py --output`) as one PNG: R1 of every run and each recipe's
+    mean ± std (left); the bank's token scores of attribute vs planted noise tokens (right): GA-DMS's GASS,
+    and our `-taylor` score below it where the study ran it, each on its own axis.
+
+    A reader sees at once whether the recipes' seed spreads overlap, and whether a score puts noise below
+    attributes.
+    """
+    setting, runs, summary = result["setting"], result["runs"], result["summary"]
+    blocks = [(setting["noise_rate"], tuple(summary["noisy"]))]  # the summary keeps the table's row order
+    if summary["clean"]:
+        blocks.append((0.0, tuple(summary["clean"])))
+    taylor = next((r["recipe"] for r in runs if "-taylor" in r["recipe"] and "gass" in r), None)
+    scorers = [(recipe, name) for recipe, name in (("gadms", "GASS"), (taylor, "ours, occlusion_taylor"))
+               if any(r["recipe"] == recipe and "gass" in r for r in runs)]
+    figure = Figure(figsize=(11, 4.6), dpi=110)
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(max(len(scorers), 1), 2, width_ratios=[1.6, 1])
+    left = figure.add_subplot(grid[:, 0])
+    labels = []
+    for rate, recipes in blocks:
+        for recipe in recipes:
+            values = [r["R1"] for r in runs if r["recipe"] == recipe and r["noise_rate"] == rate]
+            x = len(labels)
+            left.scatter([x] * len(values), values, s=18, color="#64748b", zorder=3)
+            left.errorbar([x], [float(np.mean(values))], yerr=[float(np.std(values, ddof=1)) if len(values) > 1 else 0],
+                          fmt="_", markersize=22, capsize=5, color=WRONG_FRAME if rate else "#2563eb", zorder=4)
+            labels.append(f"{recipe}\nnoise {rate:g}")
+    left.set_xticks(range(len(labels)), labels, fontsize=6.5)
+    left.set_ylabel(f"R1 on SynthPEDES {setting['split']} (%)")
+    left.set_title(f"{len(setting['seeds'])} seed(s): dots = runs, bars = mean ± std", fontsize=9)
+    left.grid(axis="y", alpha=0.3)
+    for row, (recipe, name) in enumerate(scorers):
+        axes = figure.add_subplot(grid[row, 1])
+        scored = [r["gass"] for r in runs if r["recipe"] == recipe and "gass" in r]
+        for kind, colour in (("attribute", CORRECT_FRAME), ("noise", WRONG_FRAME)):
+            counts = np.sum([g["histograms"][kind] for g in scored], axis=0)
+            edges = np.linspace(0.0, 1.0, len(counts) + 1)  # token_separation's equal bins of [0, 1]
+            axes.stairs(counts / max(counts.sum(), 1), edges, color=colour, linewidth=1.8,
+                        label=f"{kind} tokens ({int(counts.sum())})")
+        aurocs = ", ".join(f"{g['auroc']:.3f}" for g in scored)
+        axes.set_title(f"{name} ({recipe}): AUROC per seed {aurocs}", fontsize=8)
+        axes.set_ylabel("share of tokens", fontsize=8)
+        axes.legend(fontsize=7)
+    if scorers:
+        axes.set_xlabel("token score in the bank")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+__all__ = ["plot_gass_heatmap", "plot_quality_study", "plot_retrieval_grid"]
