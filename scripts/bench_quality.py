@@ -5,31 +5,24 @@
     python scripts/bench_quality.py --quick --threads 2                             # 1 seed, a smoke run
     python scripts/bench_quality.py --merge a.json b.json --output quality.json     # recipe subsets run apart
 
-Every run starts from one shared warm start (the benchmark's stand-in for pretrained CLIP), trained once on a
-SynthPEDES draw of 3,000 other identities the way `make demo` trains and as long (940 steps): the `small`
-preset, GA-DMS with InfoNCE and a learned similarity scale, eager attention, bfloat16 where the hardware
-computes it natively, AdamW with weight decay 0.05, no random erasing (README "The embedded default"). Like
-pretrained CLIP it grounds what it has learnt to see (here colours, docs/quality.md) and retrieves well
-already, and fine-tuning on noisy captions still costs it against clean ones. `--warm-cache DIR` keeps it
-(safetensors, keyed by its settings, precision and torch version) for later runs. Each seed then draws the
-heads (MIM, ID) and the data order, the same for every recipe (the script checks a fingerprint of the towers),
-and fine-tunes on 1,000 identities whose every caption carries `confusable` noise (a wrong colour or garment,
-an absent bag or hat) with the paper's objectives at its fixed scale 50. Same data, same step budget.
+Every run starts from one shared warm start (the stand-in for pretrained CLIP): `make demo`'s recipe and length
+(940 steps; bfloat16 only where the hardware computes it natively) on a SynthPEDES draw of 3,000 other
+identities, so that, like CLIP, it grounds what it has learnt to see (here colours, docs/quality.md); kept by
+`--warm-cache DIR`. Each seed then draws the heads (MIM, ID) and the data order, the same for every recipe
+(checked by a fingerprint of the towers), and fine-tunes on 1,000 identities whose every caption carries
+`confusable` noise (a wrong colour or garment, an absent bag or hat) with the paper's objectives at its fixed
+scale 50. Same data, same step budget.
 Recipes (`GADMSConfig.apply_recipe`): `clip` = InfoNCE; `irra` = SDM + random-15% MLM + ID; `gadms` = SDM on
-GASS-noise-suppressed text + GASS-guided MIM + ID; `gadms-oracle` = GA-DMS whose score bank holds the planted
-truth instead of GASS (the ceiling of the dual masking). Our options, as extra rows: with `--strong-noise-prob
-P`, `gadms-strong` and `gadms-oracle-strong` use `noise_max_prob=P` (the paper's 0.2 hides a token scored 0
-only 17.6 % of the time); with `--taylor`, `gadms-taylor` fills the bank with our token score
-(`token_score="occlusion_taylor"`, scaled per caption: the first-order drop of the match when the token is
-masked), noisy and clean; with `--colour-oracle`, `gadms-oracle-colours` is the oracle knowing only the planted
-wrong colours (what a score that reads colours, and nothing else, could give). Reported per recipe: mean and sample std over seeds of Rank-1 / mAP / mINP on the
-clean queries of the test split (`--split val`: the val split, which every setting here was chosen on); for
-GA-DMS rows, the AUROC of the bank's token scores for telling attribute tokens (positive) from planted noise
-tokens (negative), the same with every clean word as positive, and the AUROC of an occlusion reference (how
-much the image-text cosine drops when the token is masked: what the model itself relies on), plus the rank
-correlation of the scores with that reference, and both AUROCs on colours alone (true colour words against
-planted wrong ones). A second block trains IRRA and GA-DMS (and `--taylor`'s row) at noise rate 0: what the
-noise costs IRRA, and whether the masking costs anything when there is no noise.
+GASS-noise-suppressed text + GASS-guided MIM + ID; `gadms-oracle` = GA-DMS whose bank holds the planted truth
+(the ceiling of the dual masking). Our options, as extra rows: `--strong-noise-prob P` adds `-strong` rows with
+`noise_max_prob=P` (the paper's 0.2 hides a token scored 0 only 17.6 % of the time); `--taylor` adds
+`gadms-taylor`, our token score (`token_score="occlusion_taylor"`, per caption), noisy and clean;
+`--colour-oracle` adds `gadms-oracle-colours`, whose bank knows only the planted wrong colours. Reported per
+recipe: mean and std over seeds of Rank-1 / mAP / mINP on the clean test queries (`--split val` for choosing
+settings), and R1 minus IRRA's of the same seed; for GA-DMS rows, AUROCs of the bank's token scores for
+attribute (positive) vs planted noise tokens, over every clean word, and on colours alone, beside the same for
+an occlusion reference (how much the cosine drops when the token is masked). A second block trains IRRA, GA-DMS
+(and `--taylor`'s row) at noise 0: what noise costs, and whether the masking costs without noise.
 
 Targets: noise costs IRRA >= 5 R1; GA-DMS R1 >= IRRA R1 + 2 at the noise rate; AUROC >= 0.80; at noise 0
 GA-DMS R1 no lower than IRRA's by more than the larger of their stds.
@@ -59,7 +52,7 @@ from transformers import PrinterCallback, set_seed  # noqa: E402
 
 from gadms_hf import build_clip_tokenizer  # noqa: E402
 from gadms_hf.data.corpus import gallery_and_queries, load_corpus  # noqa: E402
-from gadms_hf.data.synth import NOISE_PROFILES, colour_noise_spans, token_noise_flags  # noqa: E402
+from gadms_hf.data.synth import NOISE_PROFILES, truth_scores  # noqa: E402
 from gadms_hf.evaluation.embedding import evaluate_retrieval  # noqa: E402
 from gadms_hf.evaluation.plots import plot_quality_study  # noqa: E402
 from gadms_hf.evaluation.quality_study import (  # noqa: E402
@@ -97,7 +90,7 @@ from gadms_hf.training.trainer import GADMSTrainer  # noqa: E402
 
 @dataclass
 class Setting:
-    """Corpus size and training budget of one benchmark run."""
+    """Corpus, budget and rows of one benchmark run."""
 
     train_ids: int
     test_ids: int
@@ -186,14 +179,9 @@ def shared_init(recipe: str, seed: int, num_identities: int, towers: dict[str, t
 
 
 def oracle_scores(corpus, tokenizer, colours_only: bool = False) -> tuple[np.ndarray, torch.Tensor]:
-    """(caption ids, bank rows) that know the planted noise: 0 on noise tokens, 1 on every other position.
-
-    `colours_only`: 0 on the planted wrong colour words alone (`colour_noise_spans`), the rest of the noise at 1.
-    """
-    rows = [1.0 - np.asarray(token_noise_flags(tokenizer, caption, colour_noise_spans(caption, spans)
-                                               if colours_only else spans), dtype=np.float32)
-            for caption, spans in zip(corpus["caption"], corpus["noise_spans"])]
-    return np.asarray(corpus["caption_id"]), torch.from_numpy(np.stack(rows))
+    """(caption ids, bank rows) of the planted truth (`truth_scores`): what an oracle row's bank holds."""
+    rows = truth_scores(tokenizer, corpus["caption"], corpus["noise_spans"], colours_only)
+    return np.asarray(corpus["caption_id"]), torch.tensor(rows, dtype=torch.float32)
 
 
 def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_size: int, seed: int,
@@ -201,8 +189,7 @@ def train(model: GADMSModel, corpus, steps: int, learning_rate: float, batch_siz
     """`steps` optimiser steps of the model's own recipe with `GADMSTrainer`, warm-up + cosine, in process.
 
     With `oracle` (`oracle_scores` of the corpus), the collator masks from a bank holding those rows and the
-    trainer is given no bank,
-    so GASS (still computed, so the step costs the same) never overwrites it.
+    trainer is given no bank, so GASS (still computed, so the step costs the same) never overwrites it.
     """
     args = GADMSTrainingArguments(
         output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
@@ -236,13 +223,13 @@ def warm_cache_key(setting: Setting) -> str:
     fields = {name: getattr(setting, name) for name in ("preset", "warm_ids", "warm_steps", "warm_learning_rate",
                                                          "noise_rate", "noise_profile", "batch_size")}
     fields.update(bf16=bool(cpu_regime_training()["bf16"]), torch=torch.__version__, seed=WARM_MODEL_SEED,
-                  corpus_seed=WARM_CORPUS_SEED, overrides=WARM_OVERRIDES)
+                  corpus_seed=WARM_CORPUS_SEED, overrides=WARM_OVERRIDES,
+                  device="cuda" if torch.cuda.is_available() else "cpu")
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_warm_cache(cache_dir: str, setting: Setting) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The cached warm start of these settings, or None. The report is written last, so its presence means
-    the weights beside it are complete."""
+    """The cached warm start of these settings, or None (its report is written last: present = complete)."""
     stem = os.path.join(cache_dir, f"warm-{warm_cache_key(setting)}")
     if not os.path.exists(stem + ".json"):
         return None
@@ -374,10 +361,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "noisy and clean, and with --strong-noise-prob its strong row.")
     parser.add_argument("--colour-oracle", action="store_true",
                         help=f"Also run {ORACLE + COLOURS!r}: the oracle bank with only the planted wrong colours at "
-                        "0 (what a score that reads colours alone could give), and its strong row.")
+                        "0 (what a score that reads colours alone could give), and with --strong-noise-prob its "
+                        "strong row.")
     parser.add_argument("--recipes", default=None,
                         help="Comma-separated subset of the noisy rows to run (e.g. irra,gadms-strong); default all.")
-    parser.add_argument("--plot", default=None, help="Write a PNG: R1 per recipe over seeds, GASS score histograms.")
+    parser.add_argument("--plot", default=None, help="Write a PNG: R1 per recipe over seeds, token-score histograms.")
     parser.add_argument("--no-oracle", action="store_true",
                         help=f"Skip {ORACLE!r}: GA-DMS masking from the planted truth instead of GASS.")
     parser.add_argument("--threads", type=int, default=1,
@@ -386,6 +374,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warm-cache", default=None,
                         help="Folder for warm starts: trained once per setting (and torch version, precision), "
                         "read back by later runs. Delete it after changing the code that trains them.")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="Train (or find) the warm start in --warm-cache and stop: run it once before studies that "
+                        "share the cache side by side, so that they do not each train it.")
     parser.add_argument("--workdir", default=None, help="Where score banks go (default: a temporary folder).")
     parser.add_argument("--output", default=None, help="Write every run and the summary as JSON here.")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -435,9 +426,15 @@ def make_setting(args: argparse.Namespace) -> Setting:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.merge:
-        return merge(args.merge, args.output, args.plot)
+    if args.merge:  # one table from studies of the same settings run side by side (quality_study.merge_results)
+        results = []
+        for path in args.merge:
+            with open(path, encoding="utf-8") as handle:
+                results.append(json.load(handle))
+        return report(merge_results(results, args.merge), args.output, args.plot)
     setting = make_setting(args)
+    if args.warm_only and (args.warm_cache is None or not setting.warm_steps):
+        raise ValueError("--warm-only needs --warm-cache and a warm start (--warm-steps > 0)")
     torch.set_num_threads(args.threads)
     logging.getLogger("gadms_hf").setLevel(logging.WARNING)
     start = time.time()
@@ -455,6 +452,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         towers = None
         if setting.warm_steps:
             towers, warm = warm_start(setting, workdir, args.workers, args.warm_cache)
+            if args.warm_only:
+                print(f"  warm start: {setting.warm_steps} steps, in {args.warm_cache}", flush=True)
+                return {"setting": vars(setting), "warm_start": warm}
             noisy_corpus = load_training_corpus(DataArguments(synth_noise_rate=setting.noise_rate, **sizes))
             probe = shared_init("gadms", 0, setting.train_ids, towers, setting.gass_layers, setting.preset)
             processor = build_processor(ModelArguments(), probe.config)
@@ -506,15 +506,6 @@ def report(result: dict[str, Any], output: str | None, plot: str | None) -> dict
     if plot:
         plot_quality_study(result, plot)
     return result
-
-
-def merge(paths: list[str], output: str | None, plot: str | None) -> dict[str, Any]:
-    """`--merge`: one table from studies of the same settings run side by side (see quality_study.merge_results)."""
-    results = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            results.append(json.load(handle))
-    return report(merge_results(results, paths), output, plot)
 
 
 if __name__ == "__main__":

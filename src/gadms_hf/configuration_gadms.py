@@ -118,7 +118,7 @@ class GADMSConfig(PreTrainedConfig, MaskingParams):
         initializer_factor (`float`, *optional*, defaults to 1.0):
             Multiplier of the projections' initialisation std (`hidden_size ** -0.5`), as in CLIP.
         use_gass (`bool`, *optional*, defaults to `True`):
-            Compute GASS token scores in training steps (§3), which the trainer writes to the score
+            Compute token scores (`token_score`: GASS, §3) in training steps, which the trainer writes to the score
             bank. Off in the IRRA and CLIP recipes; `masking="gass"` needs it.
         token_score (`str`, *optional*, defaults to `"gass"`):
             What fills the score bank: `"gass"`, the paper's gradient-attention score (§3), or

@@ -117,7 +117,7 @@ def _attend_one(
 
 
 @contextmanager
-def _scoring_mode(text_model: nn.Module):
+def scoring_mode(text_model: nn.Module):
     """Eval mode for the scoring pass: no dropout, and no gradient checkpointing (its
     re-entrant variant runs the forward without a graph, which leaves nothing to differentiate)."""
     was_training = text_model.training
@@ -159,7 +159,7 @@ class GASSScorer:
         # 1. One forward without a graph: q, k, v of every position and the residual stream entering the
         # first scored layer.
         try:
-            with torch.no_grad(), _scoring_mode(text_model):
+            with torch.no_grad(), scoring_mode(text_model):
                 hidden = text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         finally:
             first.remove()
@@ -175,7 +175,7 @@ class GASSScorer:
         allowed = positions.unsqueeze(0) <= eos_positions.unsqueeze(1)
         if attention_mask is not None:
             allowed = allowed & attention_mask.bool()
-        with torch.enable_grad(), _scoring_mode(text_model):
+        with torch.enable_grad(), scoring_mode(text_model):
             state = entering[0][rows, eos_positions].detach().requires_grad_(True)
             attended = []
             for layer, capture in zip(layers, captures):

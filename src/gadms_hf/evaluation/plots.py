@@ -22,6 +22,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
+from .quality_study import TAYLOR
+
 NOISE_OUTLINE = "#1d4ed8"  # blue: distinct from every colour of the score map
 CORRECT_FRAME = "#16a34a"
 WRONG_FRAME = "#dc2626"
@@ -203,10 +205,18 @@ def plot_retrieval_grid(
     return _save(figure, path)
 
 
+def quality_study_scorers(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(recipe, label) of every row whose bank scores were measured, in the order of their panels: GA-DMS's
+    GASS first, then each row with our `-taylor` score."""
+    scored = list(dict.fromkeys(r["recipe"] for r in runs if "gass" in r))
+    return ([("gadms", "GASS")] if "gadms" in scored else []) + [
+        (recipe, "ours, occlusion_taylor") for recipe in scored if TAYLOR in recipe]
+
+
 def plot_quality_study(result: dict[str, Any], path: str | Path) -> Path:
     """A quality study (`scripts/bench_quality.py --output`) as one PNG: R1 of every run and each recipe's
-    mean ± std (left); the bank's token scores of attribute vs planted noise tokens (right): GA-DMS's GASS,
-    and our `-taylor` score below it where the study ran it, each on its own axis.
+    mean ± std (left); the bank's token scores of attribute vs planted noise tokens (right), one panel per
+    `quality_study_scorers` row on its own axis: GA-DMS's GASS, then our `-taylor` score's rows.
 
     A reader sees at once whether the recipes' seed spreads overlap, and whether a score puts noise below
     attributes.
@@ -215,9 +225,7 @@ def plot_quality_study(result: dict[str, Any], path: str | Path) -> Path:
     blocks = [(setting["noise_rate"], tuple(summary["noisy"]))]  # the summary keeps the table's row order
     if summary["clean"]:
         blocks.append((0.0, tuple(summary["clean"])))
-    taylor = next((r["recipe"] for r in runs if "-taylor" in r["recipe"] and "gass" in r), None)
-    scorers = [(recipe, name) for recipe, name in (("gadms", "GASS"), (taylor, "ours, occlusion_taylor"))
-               if any(r["recipe"] == recipe and "gass" in r for r in runs)]
+    scorers = quality_study_scorers(runs)
     figure = Figure(figsize=(11, 4.6), dpi=110)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(max(len(scorers), 1), 2, width_ratios=[1.6, 1])
@@ -253,4 +261,4 @@ def plot_quality_study(result: dict[str, Any], path: str | Path) -> Path:
     return _save(figure, path)
 
 
-__all__ = ["plot_gass_heatmap", "plot_quality_study", "plot_retrieval_grid"]
+__all__ = ["plot_gass_heatmap", "plot_quality_study", "plot_retrieval_grid", "quality_study_scorers"]

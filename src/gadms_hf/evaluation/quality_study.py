@@ -80,8 +80,8 @@ def check_targets(noisy: dict[str, dict], clean: dict[str, dict] | None) -> dict
     for name in ours:
         if r1(noisy, "irra") is not None:
             targets[f"r1_gain_over_irra:{name}"] = row(r1(noisy, name) - r1(noisy, "irra"), TARGET_R1_GAIN)
-        if name in noisy and "auroc" in noisy[name]:
-            targets[f"gass_auroc:{name}"] = row(noisy[name]["auroc"]["mean"], TARGET_AUROC)
+        if "auroc" in noisy[name]:
+            targets[f"score_auroc:{name}"] = row(noisy[name]["auroc"]["mean"], TARGET_AUROC)
     if r1(clean, "irra") is not None and r1(noisy, "irra") is not None:
         targets["noise_cost_irra"] = row(r1(clean, "irra") - r1(noisy, "irra"), TARGET_NOISE_COST)
     for name in ("gadms", *ours):
@@ -100,8 +100,9 @@ def format_table(noisy: dict[str, dict], clean: dict[str, dict] | None, noise_ra
     def cell(stats: dict[str, float], digits: int = 2) -> str:
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
-    lines = ["| noise | recipe | R1 | mAP | mINP | GASS AUROC attr/noise | GASS AUROC all words | occlusion AUROC "
-             "| GASS AUROC colours | occlusion AUROC colours |",
+    # "score": the bank's token score, GASS for gadms and the oracle-free rows, ours for the -taylor rows
+    lines = ["| noise | recipe | R1 | mAP | mINP | score AUROC attr/noise | score AUROC all words | occlusion AUROC "
+             "| score AUROC colours | occlusion AUROC colours |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     if warm is not None:
         separation = warm["separation"]
@@ -184,7 +185,13 @@ def merge_results(results: list[dict[str, Any]], names: list[str] | None = None)
     for seed in {row["seed"] for row in rows}:
         if len({row["init_fingerprint"] for row in rows if row["seed"] == seed}) != 1:
             raise ValueError(f"seed {seed}: the merged runs started from different weights")
-    setting = {**first["setting"], "clean_row": any(r["setting"]["clean_row"] for r in results)}
+    strong = {result["setting"].get("strong_noise_prob") for result in results} - {None}
+    if len(strong) > 1:
+        raise ValueError(f"the files' -strong rows use different noise_max_prob values {sorted(strong)}")
+    # the row-selection fields become what the merged rows hold together
+    setting = {**first["setting"], "strong_noise_prob": strong.pop() if strong else None, "recipes": None,
+               **{key: any(r["setting"].get(key) for r in results)
+                  for key in ("clean_row", "oracle", "taylor", "colour_oracle")}}
     merged = {"setting": setting, "warm_start": first.get("warm_start"), "runs": rows,
               "wall_seconds": sum(result["wall_seconds"] for result in results), "merged_from": names,
               "torch_threads": first.get("torch_threads")}

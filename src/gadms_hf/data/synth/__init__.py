@@ -26,6 +26,7 @@ from .token_truth import (
     colour_noise_spans,
     token_attribute_flags,
     token_noise_flags,
+    truth_scores,
 )
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "synth_config_fields",
     "token_attribute_flags",
     "token_noise_flags",
+    "truth_scores",
     "write_caption",
 ]

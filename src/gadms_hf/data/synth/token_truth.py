@@ -113,4 +113,14 @@ def colour_noise_spans(caption: str, noise_spans: Sequence[Sequence[int]]) -> li
     return [span for span in noise_spans if caption[span[0]:span[1]].lower() in COLOUR_WORDS]
 
 
-__all__ = ["ATTRIBUTE_WORDS", "COLOUR_WORDS", "colour_noise_spans", "token_attribute_flags", "token_noise_flags"]
+def truth_scores(tokenizer: Any, captions: Sequence[str], noise_spans: Sequence[Sequence[Sequence[int]]],
+                 colours_only: bool = False) -> list[list[float]]:
+    """Score-bank rows that know the planted noise: 0 on its tokens, 1 on every other position (an oracle bank
+    for the dual masking). `colours_only`: 0 on the planted wrong colour words alone (`colour_noise_spans`)."""
+    return [[0.0 if flag else 1.0 for flag in token_noise_flags(
+        tokenizer, caption, colour_noise_spans(caption, spans) if colours_only else spans)]
+        for caption, spans in zip(captions, noise_spans)]
+
+
+__all__ = ["ATTRIBUTE_WORDS", "COLOUR_WORDS", "colour_noise_spans", "token_attribute_flags", "token_noise_flags",
+           "truth_scores"]
