@@ -238,8 +238,8 @@ def plot_quality_study(result: dict[str, Any], path: str | Path) -> Path:
             left.scatter([x] * len(values), values, s=18, color="#64748b", zorder=3)
             left.errorbar([x], [float(np.mean(values))], yerr=[float(np.std(values, ddof=1)) if len(values) > 1 else 0],
                           fmt="_", markersize=22, capsize=5, color=WRONG_FRAME if rate else "#2563eb", zorder=4)
-            labels.append(f"{recipe}\nnoise {rate:g}")
-    left.set_xticks(range(len(labels)), labels, fontsize=6.5)
+            labels.append(f"{recipe}, noise {rate:g}")
+    left.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30, ha="right")
     left.set_ylabel(f"R1 on SynthPEDES {setting['split']} (%)")
     left.set_title(f"{len(setting['seeds'])} seed(s): dots = runs, bars = mean ± std", fontsize=9)
     left.grid(axis="y", alpha=0.3)
