@@ -65,6 +65,7 @@ from gadms_hf.evaluation.quality_study import (  # noqa: E402
     STRONG,
     TAYLOR,
     base_recipe,
+    measured_reasons,
     merge_results,
     study_summary,
 )
@@ -500,6 +501,8 @@ def report(result: dict[str, Any], output: str | None, plot: str | None) -> dict
     print(result["table"])
     for name, target in result["targets"].items():
         print(f"  {name}: {target['value']:.3f} (target {target['target']}): {'met' if target['met'] else 'MISSED'}")
+    reasons = measured_reasons(result["summary"], result["targets"], setting["noise_rate"])
+    print("".join(f"  why, measured: {line}\n" for line in reasons), end="")
     if output:
         with open(output, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

@@ -300,3 +300,23 @@ def test_paired_gains_subtract_irra_of_the_same_seed():
     assert summary["summary"]["paired_gain_over_irra"]["0.0"]["gadms"]["per_seed"] == [-1.0]
     assert "| 1 | clip | +3.00, +1.00 | +2.00 ± 1.41 |" in summary["table"]
     assert "| 0 | gadms | -1.00 | -1.00 ± 0.00 |" in summary["table"]
+
+
+def test_missed_targets_come_with_the_reason_the_rows_measure():
+    """The printout explains a missed gain from the oracle rows and a missed AUROC from the occlusion reference,
+    with their numbers, and says nothing it did not measure."""
+    from gadms_hf.evaluation.quality_study import measured_reasons
+
+    def stat(mean: float) -> dict:
+        return {"mean": mean, "std": 0.5, "n": 3}
+
+    summary = {"noisy": {"irra": {"R1": stat(55.0)}, "gadms": {"R1": stat(54.5), "occlusion_auroc": stat(0.63)}},
+               "paired_gain_over_irra": {"1.0": {"gadms-oracle-strong": stat(4.25),
+                                                 "gadms-oracle-colours-strong": stat(-1.9)}}}
+    missed = {"r1_gain_over_irra": {"met": False}, "gass_auroc": {"met": False}}
+    lines = measured_reasons(summary, missed, 1.0)
+    assert "gains +4.25 ± 0.50 R1" in lines[0] and "gains -1.90 ± 0.50: the noise that costs" in lines[1]
+    assert "AUROC 0.630 only" in lines[2] and len(lines) == 3
+    assert measured_reasons(summary, {"r1_gain_over_irra": {"met": True}, "gass_auroc": {"met": True}}, 1.0) == []
+    del summary["paired_gain_over_irra"]  # the oracle rows were not run: no claim about them
+    assert measured_reasons(summary, missed, 1.0) == [lines[2]]

@@ -156,6 +156,31 @@ def paired_gains(rows: list[dict[str, Any]], noise_rate: float, recipes: tuple[s
     return out
 
 
+def measured_reasons(summary: dict[str, Any], targets: dict[str, dict], noise_rate: float) -> list[str]:
+    """Why missed targets were missed, read off this study's own rows (the oracle rows and the occlusion
+    reference), so that the printout says it with numbers; nothing where the rows to say it were not run."""
+    gains = summary.get("paired_gain_over_irra", {}).get(str(noise_rate), {})
+    lines = []
+    if any(key.startswith("r1_gain_over_irra") and not t["met"] for key, t in targets.items()):
+        full, colours = gains.get(ORACLE + STRONG), gains.get(ORACLE + COLOURS + STRONG)
+        if full is not None:
+            lines.append(f"with the planted truth as scores ({ORACLE + STRONG}) the masking gains "
+                         f"{full['mean']:+.2f} ± {full['std']:.2f} R1 over IRRA: the ceiling of any token score at this suppression")
+        if colours is not None:
+            lines.append(f"knowing only the wrong colours ({ORACLE + COLOURS + STRONG}) it gains "
+                         f"{colours['mean']:+.2f} ± {colours['std']:.2f}"
+                         + (": the noise that costs R1 is in words beyond colours, which a model that grounds "
+                            "only colours cannot flag" if full is not None and colours["mean"] < TARGET_R1_GAIN
+                            <= full["mean"] else ""))
+    for name, stats in summary["noisy"].items():
+        missed = targets.get("gass_auroc" if name == "gadms" else f"score_auroc:{name}", {"met": True})
+        if not missed["met"] and stats["occlusion_auroc"]["mean"] < TARGET_AUROC:
+            lines.append(f"{name}: the model's own occlusion drop separates attribute words from noise with "
+                         f"AUROC {stats['occlusion_auroc']['mean']:.3f} only; no score read from it can reach "
+                         f"{TARGET_AUROC}")
+    return lines
+
+
 def merge_results(results: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
     """One study from several `--output` JSONs of the same settings and warm start (e.g. recipe subsets run
     side by side): their runs together, summarised as one run of them all would be.
@@ -200,6 +225,6 @@ def merge_results(results: list[dict[str, Any]], names: list[str] | None = None)
 
 __all__ = [
     "CLEAN_RECIPES", "COLOURS", "METRICS", "NOISY_ORDER", "ORACLE", "RECIPES", "SEPARATION_KEYS", "STRONG", "TAYLOR",
-    "aggregate", "base_recipe", "check_targets", "format_table", "merge_results", "paired_gains", "study_summary",
-    "summarise",
+    "aggregate", "base_recipe", "check_targets", "format_table", "measured_reasons", "merge_results", "paired_gains",
+    "study_summary", "summarise",
 ]
