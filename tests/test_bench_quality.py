@@ -202,10 +202,10 @@ def test_warm_cache_our_token_score_rows_and_merge(bench, tmp_path, capsys):
               "--warm-cache", str(cache), "--workdir", str(tmp_path)]
     argv = [*common, "--taylor", "--recipes", "irra,gadms-taylor"]
     first = bench.main([*argv, "--output", str(outputs[0])])
-    assert "read from" not in capsys.readouterr().out
+    assert "(read from " not in capsys.readouterr().out
     assert sorted(path.suffix for path in cache.iterdir()) == [".json", ".safetensors"]
     second = bench.main([*common, "--recipes", "clip", "--no-clean-row", "--output", str(outputs[1])])
-    assert "read from" in capsys.readouterr().out and second["warm_start"]["cached"]
+    assert "(read from " in capsys.readouterr().out and second["warm_start"]["cached"]
     assert second["runs"][0]["init_fingerprint"] == first["runs"][0]["init_fingerprint"]
     assert second["warm_start"]["R1"] == first["warm_start"]["R1"]
     assert list(first["summary"]["noisy"]) == ["irra", "gadms-taylor"]
