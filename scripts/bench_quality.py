@@ -68,6 +68,7 @@ from gadms_hf.evaluation.quality_study import (  # noqa: E402
     measured_reasons,
     merge_results,
     study_summary,
+    unshared_starts,
 )
 from gadms_hf.evaluation.token_separation import token_separation  # noqa: E402
 from gadms_hf.modeling_gadms import GADMSModel  # noqa: E402
@@ -446,6 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            num_test_ids=setting.test_ids)
     benchmark = gallery_and_queries(held_out)
     rates = [setting.noise_rate] + ([0.0] if setting.clean_row else [])
+    corpora = {rate: load_training_corpus(DataArguments(synth_noise_rate=rate, **sizes)) for rate in rates}
     rows: list[dict[str, Any]] = []
     warm = None
     with tempfile.TemporaryDirectory() as scratch:
@@ -456,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.warm_only:
                 print(f"  warm start: {setting.warm_steps} steps, in {args.warm_cache}", flush=True)
                 return {"setting": vars(setting), "warm_start": warm}
-            noisy_corpus = load_training_corpus(DataArguments(synth_noise_rate=setting.noise_rate, **sizes))
+            noisy_corpus = corpora[setting.noise_rate]
             probe = shared_init("gadms", 0, setting.train_ids, towers, setting.gass_layers, setting.preset)
             processor = build_processor(ModelArguments(), probe.config)
             metrics = evaluate_retrieval(probe, processor, *benchmark, progress=False)
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   + (f"read from {warm['cached']}" if "cached" in warm else f"{warm['seconds']:.0f} s") + ")",
                   flush=True)
         for rate in rates:
-            corpus = load_training_corpus(DataArguments(synth_noise_rate=rate, **sizes))
+            corpus = corpora[rate]
             oracles = {}
             if rate > 0:
                 for colours_only in {COLOURS in name for name in noisy_recipes(setting) if base_recipe(name) == ORACLE}:
@@ -482,10 +484,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           f"mINP={row['mINP']:.2f}" + (f" AUROC={row['auroc']:.3f}" if "auroc" in row else "")
                           + (f" colour AUROC={row['colour_auroc']:.3f}" if row.get("colour_auroc") is not None else "")
                           + f" ({row['seconds']:.0f} s)", flush=True)
-    for seed in setting.seeds:
-        prints = {r["init_fingerprint"] for r in rows if r["seed"] == seed}
-        if len(prints) != 1:
-            raise RuntimeError(f"seed {seed}: recipes started from different weights ({sorted(prints)})")
+    for seed in unshared_starts(rows):
+        raise RuntimeError(f"seed {seed}: recipes started from different weights")
     result = {"setting": vars(setting), "warm_start": warm, "runs": rows, "wall_seconds": time.time() - start,
               "torch_threads": args.threads}
     result.update(study_summary(rows, setting.noise_rate, setting.clean_row, warm))

@@ -181,6 +181,12 @@ def measured_reasons(summary: dict[str, Any], targets: dict[str, dict], noise_ra
     return lines
 
 
+def unshared_starts(rows: list[dict[str, Any]]) -> list[int]:
+    """Seeds whose rows do not all start from the same towers (their `init_fingerprint`s differ)."""
+    seeds = sorted({row["seed"] for row in rows})
+    return [seed for seed in seeds if len({row["init_fingerprint"] for row in rows if row["seed"] == seed}) != 1]
+
+
 def merge_results(results: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
     """One study from several `--output` JSONs of the same settings and warm start (e.g. recipe subsets run
     side by side): their runs together, summarised as one run of them all would be.
@@ -207,9 +213,8 @@ def merge_results(results: list[dict[str, Any]], names: list[str] | None = None)
                 raise ValueError(f"{name}: run {key} is also in {seen[key]}")
             seen[key] = name
             rows.append(row)
-    for seed in {row["seed"] for row in rows}:
-        if len({row["init_fingerprint"] for row in rows if row["seed"] == seed}) != 1:
-            raise ValueError(f"seed {seed}: the merged runs started from different weights")
+    for seed in unshared_starts(rows):
+        raise ValueError(f"seed {seed}: the merged runs started from different weights")
     strong = {result["setting"].get("strong_noise_prob") for result in results} - {None}
     if len(strong) > 1:
         raise ValueError(f"the files' -strong rows use different noise_max_prob values {sorted(strong)}")
@@ -226,5 +231,5 @@ def merge_results(results: list[dict[str, Any]], names: list[str] | None = None)
 __all__ = [
     "CLEAN_RECIPES", "COLOURS", "METRICS", "NOISY_ORDER", "ORACLE", "RECIPES", "SEPARATION_KEYS", "STRONG", "TAYLOR",
     "aggregate", "base_recipe", "check_targets", "format_table", "measured_reasons", "merge_results", "paired_gains",
-    "study_summary", "summarise",
+    "study_summary", "summarise", "unshared_starts",
 ]
